@@ -107,8 +107,6 @@ func (m *Model) readInfo(path string) ModelInfo {
 		Path:     path,
 		Layers:   int(C.llama_model_n_layer(m.ptr)),
 		Embd:     int(C.llama_model_n_embd(m.ptr)),
-		Heads:    int(C.llama_model_n_head(m.ptr)),
-		HeadsKV:  int(C.llama_model_n_head_kv(m.ptr)),
 		Vocab:    int(C.llama_vocab_n_tokens(m.voc)),
 		CtxTrain: int(C.llama_model_n_ctx_train(m.ptr)),
 		Params:   uint64(C.llama_model_n_params(m.ptr)),
@@ -116,6 +114,10 @@ func (m *Model) readInfo(path string) ModelInfo {
 		EOS:      Token(C.llama_vocab_eos(m.voc)),
 		AddBOS:   bool(C.llama_vocab_get_add_bos(m.voc)),
 		AddEOS:   bool(C.llama_vocab_get_add_eos(m.voc)),
+	}
+	if info.Layers > 0 { // a vocab-only model has no layer parameters
+		info.Heads = int(C.llama_model_n_head(m.ptr))
+		info.HeadsKV = int(C.llama_model_n_head_kv(m.ptr))
 	}
 	info.SizeBytes = uint64(C.llama_model_size(m.ptr))
 	info.Architecture, _ = m.metaLocked("general.architecture")
