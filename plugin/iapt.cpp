@@ -383,8 +383,11 @@ struct llama_iapt_adapter * iapt_adapter_load(const struct llama_model * model, 
     auto a = std::make_unique<llama_iapt_adapter>();
     try {
         load(*a, *model, path);
-    } catch (const std::exception & e) {
+    } catch (const iapt_error & e) {
         set_err(err, e.what());
+        return nullptr;
+    } catch (const std::exception & e) {
+        set_err(err, std::string(path) + ": " + e.what());
         return nullptr;
     }
     return a.release();
