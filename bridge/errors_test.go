@@ -2,6 +2,7 @@ package bridge_test
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -152,5 +153,47 @@ func TestContextParamErrors(t *testing.T) {
 			c.Close()
 			t.Fatalf("params %+v accepted", p)
 		}
+	}
+}
+
+// rssBytes reads the resident set size of this process.
+func rssBytes(t *testing.T) int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var size, rss int64
+	fmt.Sscan(string(b), &size, &rss)
+	return rss * int64(os.Getpagesize())
+}
+
+// TestFailuresDoNotLeak repeats failing loads and checks that the process
+// does not grow: every error path frees what it allocated.
+func TestFailuresDoNotLeak(t *testing.T) {
+	m, _ := models(t)
+	truncated := copyPrefix(t, testmodels.Path(t, testmodels.StoriesF32), 1<<20)
+	bad := badAdapters(t)
+	round := func() {
+		if _, err := bridge.LoadModel(truncated, bridge.ModelParams{}); err == nil {
+			t.Fatal("truncated model loaded")
+		}
+		for _, c := range bad {
+			if a, err := m.LoadAdapter(c[0]); err == nil {
+				a.Close()
+				t.Fatal("bad adapter loaded")
+			}
+		}
+	}
+	for i := 0; i < 20; i++ { // warm up allocator pools
+		round()
+	}
+	before := rssBytes(t)
+	for i := 0; i < 200; i++ {
+		round()
+	}
+	grown := rssBytes(t) - before
+	t.Logf("RSS grew by %d KiB over 200 rounds", grown/1024)
+	if grown > 16<<20 {
+		t.Fatalf("RSS grew by %d MiB over 200 rounds of failing loads: a leak", grown>>20)
 	}
 }

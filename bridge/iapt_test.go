@@ -10,6 +10,7 @@ import (
 	"github.com/iapt-go/iapt/adapterfile"
 	"github.com/iapt-go/iapt/bridge"
 	"github.com/iapt-go/iapt/gguf"
+	"github.com/iapt-go/iapt/internal/testmodels"
 )
 
 // storiesAdapter is an adapter config that fits stories15M.
@@ -347,4 +348,42 @@ func FuzzLoadAdapter(f *testing.F) {
 			t.Fatalf("error %q does not name the file", err)
 		}
 	})
+}
+
+// TestOtherArchitectureRefused: the IAPT hook exists only in the llama
+// builder, so an adapter on a base model of another architecture (here
+// stories15M relabelled as the llama-like smollm3) is refused clearly.
+func TestOtherArchitectureRefused(t *testing.T) {
+	src, err := gguf.Open(testmodels.Path(t, testmodels.StoriesF32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := gguf.NewWriter()
+	for _, kv := range src.KV {
+		k, v := kv.Key, kv.Value
+		if k == "general.architecture" {
+			v = "smollm3"
+		}
+		w.Set(strings.Replace(k, "llama.", "smollm3.", 1), v)
+	}
+	for _, ti := range src.Tensors {
+		d, err := src.ReadF32(ti.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.AddTensorF32(ti.Name, ti.Shape, d)
+	}
+	p := filepath.Join(t.TempDir(), "smollm3.gguf")
+	if err := w.WriteFile(p); err != nil {
+		t.Fatal(err)
+	}
+	m, err := bridge.LoadModel(p, bridge.ModelParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ad := writeAdapter(t, adapterfile.Config{Arch: "smollm3", Embd: 288, Layers: 6, SoftTokens: 4, Bottleneck: 8, Share: "none"}, 1)
+	if _, err := m.LoadAdapter(ad); err == nil || !strings.Contains(err.Error(), "architecture llama only; this model is smollm3") {
+		t.Fatalf("adapter on a smollm3 model: %v", err)
+	}
 }

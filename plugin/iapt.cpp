@@ -246,10 +246,12 @@ void load(llama_iapt_adapter & a, const llama_model & model, const std::string &
     }
 
     // One ggml context per buffer type, tensors placed like llama.cpp places
-    // control vectors: per layer on the layer's buffer type.
+    // control vectors: per layer on the buffer type of the layer's device
+    // (shared tensors with layer 0). Not llama_model::select_buft: it leaks
+    // a probe buffer per call in this llama.cpp version.
     std::map<ggml_backend_buffer_type_t, ggml_context *> ctx_map;
     auto ctx_for = [&](int layer) {
-        ggml_backend_buffer_type_t buft = model.select_buft(layer < 0 ? 0 : layer);
+        ggml_backend_buffer_type_t buft = ggml_backend_dev_buffer_type(model.dev_layer(layer < 0 ? 0 : layer));
         auto it = ctx_map.find(buft);
         if (it != ctx_map.end()) return it->second;
         ggml_init_params ip = { want.size() * ggml_tensor_overhead(), nullptr, true };
