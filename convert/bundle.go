@@ -4,7 +4,6 @@
 package convert
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -13,6 +12,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/iapt-go/iapt/internal/atomicfile"
 )
 
 // filesTable finds the start of the file table that Emscripten's
@@ -67,7 +68,7 @@ func ExtractEmscriptenBundle(jsPath, dataPath, outDir string) (map[string]string
 		if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
 			return nil, err
 		}
-		err := writeAtomic(dest, func(w io.Writer) error {
+		err := atomicfile.Write(dest, func(w io.Writer) error {
 			n, err := io.Copy(w, io.NewSectionReader(data, e.Start, e.End-e.Start))
 			if err == nil && n != e.End-e.Start {
 				err = fmt.Errorf("copied %d of %d bytes from %s", n, e.End-e.Start, dataPath)
@@ -110,39 +111,4 @@ func readBundleTable(jsPath string) ([]bundleEntry, error) {
 		}
 	}
 	return entries, nil
-}
-
-// writeAtomic creates path with the bytes that fill writes: it fills a
-// temporary file in the same directory, syncs and closes it, and renames it
-// to path. On any error the temporary file is removed, so an existing file at
-// path stays as it was. Errors start with path.
-func writeAtomic(path string, fill func(io.Writer) error) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("%s: creating temporary file: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-			err = fmt.Errorf("%s: %w", path, err)
-		}
-	}()
-	bw := bufio.NewWriterSize(tmp, 1<<20)
-	if err := fill(bw); err != nil {
-		return err
-	}
-	if err := bw.Flush(); err != nil {
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

@@ -1,13 +1,12 @@
 package dataset
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
+	"io"
 
 	"github.com/iapt-go/iapt/bridge"
+	"github.com/iapt-go/iapt/internal/atomicfile"
 )
 
 // Row is an instruction-style JSONL row, as WriteJSONL writes it.
@@ -28,37 +27,19 @@ func Pairs(rows []Row) []Pair {
 
 // WriteJSONL writes rows to path, one JSON object a line, atomically: a
 // temporary file in the same folder is renamed over path once complete.
-func WriteJSONL(path string, rows []Row) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+func WriteJSONL(path string, rows []Row) error {
+	err := atomicfile.Write(path, func(w io.Writer) error {
+		enc := json.NewEncoder(w)
+		enc.SetEscapeHTML(false)
+		for _, r := range rows {
+			if err := enc.Encode(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("dataset: write %s: %w", path, err)
+		return fmt.Errorf("dataset: write: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-			err = fmt.Errorf("dataset: write %s: %w", path, err)
-		}
-	}()
-	w := bufio.NewWriter(tmp)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	for _, r := range rows {
-		if err := enc.Encode(r); err != nil {
-			return err
-		}
-	}
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return nil
 }

@@ -13,6 +13,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/iapt-go/iapt/internal/atomicfile"
 )
 
 // allValues has one metadata value of every supported Go type.
@@ -523,12 +525,12 @@ func TestWriteFileAtomic(t *testing.T) {
 		t.Fatal(err)
 	}
 	boom := errors.New("boom")
-	err := writeAtomic(existing, func(out io.Writer) error {
+	err := atomicfile.Write(existing, func(out io.Writer) error {
 		out.Write(bytes.Repeat([]byte("new"), 1<<20))
 		return boom
 	})
 	if !errors.Is(err, boom) || !strings.HasPrefix(err.Error(), existing+": ") {
-		t.Errorf("writeAtomic error %v, want boom prefixed by the path", err)
+		t.Errorf("atomicfile.Write error %v, want boom prefixed by the path", err)
 	}
 	if got, _ := os.ReadFile(existing); string(got) != "old contents" {
 		t.Errorf("existing file now holds %d bytes", len(got))

@@ -1,14 +1,13 @@
 package gguf
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
+
+	"github.com/iapt-go/iapt/internal/atomicfile"
 )
 
 // writeVersion is the GGUF version the Writer produces.
@@ -97,7 +96,7 @@ func (w *Writer) AddTensorF32(name string, shape []uint64, data []float32) error
 // file in the same directory, syncs it and renames it over path. On error the
 // temporary file is removed and an existing file at path is left untouched.
 func (w *Writer) WriteFile(path string) error {
-	return writeAtomic(path, w.encode)
+	return atomicfile.Write(path, w.encode)
 }
 
 // alignment returns the data alignment in effect.
@@ -140,39 +139,4 @@ func (w *Writer) encode(out io.Writer) error {
 		e.zeros(pad(n, align) - n)
 	}
 	return e.err
-}
-
-// writeAtomic creates path with the bytes that fill writes: it fills a
-// temporary file in the same directory, syncs and closes it, and renames it
-// to path. On any error the temporary file is removed, so an existing file at
-// path stays as it was.
-func writeAtomic(path string, fill func(io.Writer) error) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("%s: creating temporary file: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-			err = fmt.Errorf("%s: %w", path, err)
-		}
-	}()
-	bw := bufio.NewWriterSize(tmp, 1<<20)
-	if err := fill(bw); err != nil {
-		return err
-	}
-	if err := bw.Flush(); err != nil {
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
