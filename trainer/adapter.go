@@ -5,237 +5,172 @@ import (
 	"math"
 	"math/rand/v2"
 	"strings"
+
+	"github.com/iapt-go/iapt/adapterfile"
 )
 
-// Degrees of the rational activation (Padé unit version "B").
+// Values of adapterfile.Config.Share.
 const (
-	RationalNumDegree = 5
-	RationalDenDegree = 4
+	// ShareNone gives every layer its own down and up projections.
+	ShareNone = "none"
+	// ShareUpDown makes all layers use one down projection and one up
+	// projection; the pooler and the rational activation stay per layer.
+	ShareUpDown = "updown"
 )
 
-// geluNum and geluDen are the coefficients with which GoMLX's
-// pkg/ml/layers/rational initialises a version "B", degrees 5/4 rational
-// function to approximate GELU (its cache entry {"gelu", "B", 5, 4}, itself
-// taken from github.com/ml-research/rational_activations). The fit holds on
-// about [-4, 4].
-var (
-	geluNum = [RationalNumDegree + 1]float32{
-		-0.0004221071456647063, 0.49999955516606254, 0.40270535451115536,
-		0.07366976895222031, -0.012954788054484537, -0.0037414002583076983,
+// AdapterConfig returns the configuration of an adapter for this llama base
+// model with m soft tokens, bottleneck r and the given share mode.
+func (c Config) AdapterConfig(m, r int, share string) adapterfile.Config {
+	return adapterfile.Config{Arch: "llama", Embd: c.Dim, Layers: c.Layers, SoftTokens: m, Bottleneck: r, Share: share}
+}
+
+// CheckAdapter reports whether an adapter of configuration ac fits this
+// llama base model: same architecture, width and layer count.
+func (c Config) CheckAdapter(ac adapterfile.Config) error {
+	if ac.Arch != "llama" {
+		return fmt.Errorf("trainer: adapter is for architecture %q, base model is %q", ac.Arch, "llama")
 	}
-	geluDen = [RationalDenDegree]float32{
-		4.9585381197087913e-05, 0.1472977407631199, 1.1645825701440633e-05, -0.007483871514842074,
+	if ac.Embd != c.Dim || ac.Layers != c.Layers {
+		return fmt.Errorf("trainer: adapter is for width %d and %d layers, base model has width %d and %d layers",
+			ac.Embd, ac.Layers, c.Dim, c.Layers)
 	}
-)
-
-// UpDown holds a generator's down and up projections in ggml layout.
-type UpDown struct {
-	// Down is iapt_down.weight, ggml shape [d, r]: r rows of d floats, row j
-	// producing column j of Z = H·Wdown (Z[i][j] = Σ_k H[i][k]·Down[j·d+k] + DownBias[j]).
-	Down []float32
-	// DownBias is iapt_down.bias, [r].
-	DownBias []float32
-	// Up is iapt_up.weight, ggml shape [r, d]: d rows of r floats, row c
-	// producing column c of U = G·Wup (U[s][c] = Σ_j G[s][j]·Up[c·r+j] + UpBias[c]).
-	Up []float32
-	// UpBias is iapt_up.bias, [d].
-	UpBias []float32
+	return nil
 }
 
-// Generator holds the weights of the generator of one layer.
-type Generator struct {
-	// UpDown holds this layer's projections; with ShareUpDown they are nil
-	// and Adapter.Shared is used instead.
-	UpDown
-	// Pool is iapt_pool.weight, ggml shape [r, m]: m rows of r floats, row s
-	// being soft token s's query (S[i][s] = Σ_j Z[i][j]·Pool[s·r+j]).
-	Pool []float32
-	// RatNum is iapt_rat_num, the numerator coefficients a0..a5.
-	RatNum []float32
-	// RatDen is iapt_rat_den, the denominator coefficients b1..b4.
-	RatDen []float32
-}
+// upInitStd is the standard deviation of the initial up-projection weights.
+const upInitStd = 0.02
 
-// TrainInfo is optional provenance stored under adapter.iapt.train.*.
-type TrainInfo struct {
-	BaseModel string  // adapter.iapt.train.base_model
-	Dataset   string  // adapter.iapt.train.dataset
-	Steps     uint32  // adapter.iapt.train.steps
-	FinalLoss float32 // adapter.iapt.train.final_loss
-}
-
-// Adapter is an IAPT adapter in host memory, laid out exactly as in the
-// adapter GGUF file. The same type carries gradients (see Model.LossAndGradients).
-type Adapter struct {
-	AdapterConfig
-	// Arch is the base model architecture, e.g. "llama".
-	Arch string
-	// Dim and Layers are the base model's width d and layer count L.
-	Dim, Layers int
-	// Shared holds the projections used by every layer when Share is ShareUpDown.
-	Shared UpDown
-	// Gen holds one generator per layer.
-	Gen []Generator
-	// Name is the optional general.name.
-	Name string
-	// Train is optional provenance; zero fields are not written.
-	Train TrainInfo
-}
-
-// adapterParam is one tensor of an adapter: its GGUF name, its ggml shape and
-// a pointer to its values.
-type adapterParam struct {
-	name  string
-	shape []int
-	data  *[]float32
-}
-
-// params lists the tensors of the adapter in a fixed order (the order of the
-// trainable variables and of the file).
-func (a *Adapter) params() []adapterParam {
-	d, r, m := a.Dim, a.Bottleneck, a.SoftTokens
-	upDown := func(prefix string, u *UpDown) []adapterParam {
-		return []adapterParam{
-			{prefix + "iapt_down.weight", []int{d, r}, &u.Down},
-			{prefix + "iapt_down.bias", []int{r}, &u.DownBias},
-			{prefix + "iapt_up.weight", []int{r, d}, &u.Up},
-			{prefix + "iapt_up.bias", []int{d}, &u.UpBias},
+// NewAdapter returns an adapter of configuration c with the training
+// initialisation, drawn with a generator seeded with seed: down and pool
+// weights from N(0, 1/fan-in) (1/d and 1/r), up weights from N(0, 0.02²),
+// zero biases, every rational function GoMLX's GELU approximation.
+//
+// The fan-in scale of the down and pool weights matters: the pooling
+// scores S = Z·Wpool are a product of both, so with small weights
+// everywhere their gradients (each proportional to the other) start near
+// zero, the attention pooling stays uniform and the adapter learns only an
+// instruction-independent prefix through the up bias. A small up
+// projection keeps the initial soft tokens small, as LoRA's zero-initialised
+// B does. (adapterfile.Random makes adapters whose effect is visible, for
+// tests.)
+func NewAdapter(c adapterfile.Config, seed uint64) (*adapterfile.Adapter, error) {
+	a, err := adapterfile.New(c)
+	if err != nil {
+		return nil, fmt.Errorf("trainer: %w", err)
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x1a9f))
+	for _, p := range params(a) {
+		if !p.matrix {
+			continue
+		}
+		std := upInitStd
+		if !strings.HasSuffix(p.name, "iapt_up.weight") {
+			std = 1 / math.Sqrt(float64(p.shape[0])) // ggml ne0 is the fan-in
+		}
+		for i := range p.data {
+			p.data[i] = float32(rng.NormFloat64() * std)
 		}
 	}
-	var ps []adapterParam
+	return a, nil
+}
+
+// param is one tensor of an adapter: its name in the adapter file, its ggml
+// shape (ne0 first) and its values, which alias the adapter's.
+type param struct {
+	name  string
+	shape []int
+	data  []float32
+	// matrix is true for the weight matrices (down, pool, up), the tensors
+	// that weight decay applies to; biases and rational coefficients are
+	// not decayed.
+	matrix bool
+}
+
+// params lists the tensors of an adapter in a fixed order: the order of the
+// model's trainable variables and of the optimizer's flat vectors.
+func params(a *adapterfile.Adapter) []param {
+	d, r, m := a.Embd, a.Bottleneck, a.SoftTokens
+	upDown := func(prefix string, u *adapterfile.UpDown) []param {
+		return []param{
+			{prefix + "iapt_down.weight", []int{d, r}, u.DownW, true},
+			{prefix + "iapt_down.bias", []int{r}, u.DownB, false},
+			{prefix + "iapt_up.weight", []int{r, d}, u.UpW, true},
+			{prefix + "iapt_up.bias", []int{d}, u.UpB, false},
+		}
+	}
+	var ps []param
 	if a.Share == ShareUpDown {
 		ps = upDown("", &a.Shared)
 	}
-	for l := range a.Gen {
-		g := &a.Gen[l]
+	for l := range a.Layers {
+		ly := &a.Layers[l]
 		p := fmt.Sprintf("blk.%d.", l)
 		if a.Share != ShareUpDown {
-			ps = append(ps, upDown(p, &g.UpDown)...)
+			ps = append(ps, upDown(p, &ly.UpDown)...)
 		}
 		ps = append(ps,
-			adapterParam{p + "iapt_pool.weight", []int{r, m}, &g.Pool},
-			adapterParam{p + "iapt_rat_num", []int{RationalNumDegree + 1}, &g.RatNum},
-			adapterParam{p + "iapt_rat_den", []int{RationalDenDegree}, &g.RatDen},
+			param{p + "iapt_pool.weight", []int{r, m}, ly.PoolW, true},
+			param{p + "iapt_rat_num", []int{len(ly.RatNum)}, ly.RatNum[:], false},
+			param{p + "iapt_rat_den", []int{len(ly.RatDen)}, ly.RatDen[:], false},
 		)
 	}
 	return ps
 }
 
-// Validate checks the adapter's configuration and that every tensor has the
-// right number of values, all finite.
-func (a *Adapter) Validate() error {
-	if err := a.AdapterConfig.Validate(); err != nil {
-		return err
+// flatten returns every value of the adapter in params order, in one vector.
+func flatten(a *adapterfile.Adapter) []float32 {
+	v := make([]float32, 0, a.NumParams())
+	for _, p := range params(a) {
+		v = append(v, p.data...)
 	}
-	if a.Arch == "" {
-		return fmt.Errorf("trainer: adapter: empty base architecture")
+	return v
+}
+
+// unflatten copies a vector made by flatten (of an adapter of the same
+// configuration) into the adapter's tensors.
+func unflatten(a *adapterfile.Adapter, v []float32) {
+	for _, p := range params(a) {
+		v = v[copy(p.data, v):]
 	}
-	if a.Dim <= 0 || a.Layers <= 0 {
-		return fmt.Errorf("trainer: adapter: base width %d and layer count %d must be positive", a.Dim, a.Layers)
+}
+
+// initScaleBatches is the number of training batches whose generator inputs
+// scaleDown's RMS is measured on.
+const initScaleBatches = 4
+
+// scaleDown completes the training initialisation with the data: it
+// divides each layer's down-projection weights by the RMS of that layer's
+// generator input (with share "updown", the shared weights by the RMS over
+// all layers), so that Z = H·Wdown starts with values of about unit size
+// whatever the scale of the base model's hidden states (stories15M's grow
+// from 0.03 at the embedding to 0.4 at the last layer). Otherwise Z, the
+// pooling scores and the generated soft tokens start near zero, and the
+// instruction-dependent path learns far more slowly than the biases.
+// rms holds one value per layer.
+func scaleDown(a *adapterfile.Adapter, rms []float64) error {
+	if len(rms) != len(a.Layers) {
+		return fmt.Errorf("trainer: %d input RMS values for %d layers", len(rms), len(a.Layers))
 	}
-	if len(a.Gen) != a.Layers {
-		return fmt.Errorf("trainer: adapter: %d generators for %d layers", len(a.Gen), a.Layers)
-	}
-	if u := a.Shared; a.Share == ShareNone && (u.Down != nil || u.DownBias != nil || u.Up != nil || u.UpBias != nil) {
-		return fmt.Errorf("trainer: adapter: shared projections are set but share is %q", ShareNone)
+	scale := func(w []float32, r float64) error {
+		if !(r > 0) || math.IsInf(r, 0) {
+			return fmt.Errorf("trainer: generator input RMS %g", r)
+		}
+		for i := range w {
+			w[i] = float32(float64(w[i]) / r)
+		}
+		return nil
 	}
 	if a.Share == ShareUpDown {
-		for l := range a.Gen {
-			if u := a.Gen[l].UpDown; u.Down != nil || u.DownBias != nil || u.Up != nil || u.UpBias != nil {
-				return fmt.Errorf("trainer: adapter: layer %d has its own projections but share is %q", l, ShareUpDown)
-			}
+		ms := 0.0
+		for _, r := range rms {
+			ms += r * r
 		}
+		return scale(a.Shared.DownW, math.Sqrt(ms/float64(len(rms))))
 	}
-	for _, p := range a.params() {
-		if len(*p.data) != product(p.shape) {
-			return fmt.Errorf("trainer: adapter: tensor %s has %d values, want %d (shape %v)",
-				p.name, len(*p.data), product(p.shape), p.shape)
-		}
-		if j := firstNonFinite(*p.data); j >= 0 {
-			return fmt.Errorf("trainer: adapter: tensor %s: value %d is %g", p.name, j, (*p.data)[j])
+	for l := range a.Layers {
+		if err := scale(a.Layers[l].DownW, rms[l]); err != nil {
+			return err
 		}
 	}
 	return nil
-}
-
-// CheckBase reports whether the adapter fits the llama base model cfg: same
-// architecture, width and layer count.
-func (a *Adapter) CheckBase(cfg Config) error {
-	if a.Arch != "llama" {
-		return fmt.Errorf("trainer: adapter is for architecture %q, base model is %q", a.Arch, "llama")
-	}
-	if a.Dim != cfg.Dim || a.Layers != cfg.Layers {
-		return fmt.Errorf("trainer: adapter is for width %d and %d layers, base model has width %d and %d layers",
-			a.Dim, a.Layers, cfg.Dim, cfg.Layers)
-	}
-	return nil
-}
-
-// Init selects how NewAdapter initialises the weights.
-type Init int
-
-const (
-	// InitDefault is the training initialisation: down, pool and up weights
-	// drawn from N(0, 0.02²), zero biases, every rational function set to
-	// GoMLX's GELU approximation.
-	InitDefault Init = iota
-	// InitRandom draws every tensor, biases and rational coefficients included,
-	// so that the soft tokens change the logits clearly; it is meant for
-	// parity tests, not for training.
-	InitRandom
-)
-
-// NewAdapter returns an adapter for the base model cfg with hyperparameters ac,
-// initialised as init says from a generator seeded with seed.
-func NewAdapter(cfg Config, ac AdapterConfig, init Init, seed uint64) (*Adapter, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	if err := ac.Validate(); err != nil {
-		return nil, err
-	}
-	if init != InitDefault && init != InitRandom {
-		return nil, fmt.Errorf("trainer: unknown adapter initialisation %d", init)
-	}
-	a := &Adapter{AdapterConfig: ac, Arch: "llama", Dim: cfg.Dim, Layers: cfg.Layers, Gen: make([]Generator, cfg.Layers)}
-	rng := rand.New(rand.NewPCG(seed, 0x1a9f))
-	// Standard deviations of the random draws, by tensor kind; the rational
-	// coefficients start at the GELU fit (perturbed by InitRandom).
-	std := map[string]float64{
-		"iapt_down.weight": 0.02, "iapt_pool.weight": 0.02, "iapt_up.weight": 0.02,
-	}
-	if init == InitRandom {
-		d, r := float64(cfg.Dim), float64(ac.Bottleneck)
-		std = map[string]float64{
-			"iapt_down.weight": 1 / math.Sqrt(d), "iapt_down.bias": 0.3,
-			"iapt_pool.weight": 2 / math.Sqrt(r),
-			"iapt_up.weight":   1 / math.Sqrt(r), "iapt_up.bias": 0.5,
-			"iapt_rat_num": 0.05, "iapt_rat_den": 0.05,
-		}
-	}
-	for _, p := range a.params() {
-		kind := baseName(p.name)
-		v := make([]float32, product(p.shape))
-		switch kind {
-		case "iapt_rat_num":
-			copy(v, geluNum[:])
-		case "iapt_rat_den":
-			copy(v, geluDen[:])
-		}
-		for i := range v {
-			v[i] += float32(rng.NormFloat64() * std[kind])
-		}
-		*p.data = v
-	}
-	return a, nil
-}
-
-// baseName strips the "blk.N." prefix from an adapter tensor name.
-func baseName(name string) string {
-	if rest, ok := strings.CutPrefix(name, "blk."); ok {
-		if _, kind, ok := strings.Cut(rest, "."); ok {
-			return kind
-		}
-	}
-	return name
 }

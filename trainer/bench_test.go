@@ -24,7 +24,7 @@ func benchmarkStep(b *testing.B, backward bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	a, err := NewAdapter(cfg, AdapterConfig{SoftTokens: 4, Bottleneck: 64, Share: ShareNone}, InitDefault, 2)
+	a, err := NewAdapter(cfg.AdapterConfig(4, 64, ShareNone), 2)
 	if err != nil {
 		b.Fatal(err)
 	}

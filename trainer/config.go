@@ -1,7 +1,9 @@
-// Package trainer computes the LLaMA forward pass with IAPT (Instruction-Aware
-// Prompt Tuning) generators in GoMLX, the cross-entropy loss on response tokens
-// and its gradient with respect to the generator weights, and reads and writes
-// IAPT adapter files.
+// Package trainer trains IAPT (Instruction-Aware Prompt Tuning) adapters: it
+// computes the LLaMA forward pass with IAPT generators in GoMLX, the
+// cross-entropy loss on response tokens and its gradient with respect to the
+// generator weights (adapters are adapterfile.Adapter values), and runs the
+// training loop of `iapt train` (Train): AdamW, learning-rate schedule,
+// evaluation through the llama.cpp runtime, checkpoints and resume.
 //
 // The math is fixed by the shared IAPT specification (IAPT-SPEC.md): the
 // forward pass reproduces llama.cpp's `llama` architecture graph, so that the
@@ -85,39 +87,6 @@ func (c Config) Validate() error {
 	}
 	if c.RopeBase < 0 || (c.RopeBase > 0 && c.RopeBase <= 1) {
 		return fmt.Errorf("trainer: model config: RopeBase must be > 1 (or 0 for the default), got %g", c.RopeBase)
-	}
-	return nil
-}
-
-// Share values for AdapterConfig.Share.
-const (
-	// ShareNone gives every layer its own down and up projections.
-	ShareNone = "none"
-	// ShareUpDown makes all layers use one down projection and one up projection;
-	// the pooler and the rational activation stay per layer.
-	ShareUpDown = "updown"
-)
-
-// AdapterConfig holds the IAPT hyperparameters.
-type AdapterConfig struct {
-	// SoftTokens is m, the number of soft tokens (placeholder rows) per layer.
-	SoftTokens int
-	// Bottleneck is r, the width of the generator's bottleneck.
-	Bottleneck int
-	// Share is ShareNone or ShareUpDown.
-	Share string
-}
-
-// Validate reports whether the hyperparameters are usable.
-func (a AdapterConfig) Validate() error {
-	if a.SoftTokens <= 0 {
-		return fmt.Errorf("trainer: adapter config: SoftTokens must be positive, got %d", a.SoftTokens)
-	}
-	if a.Bottleneck <= 0 {
-		return fmt.Errorf("trainer: adapter config: Bottleneck must be positive, got %d", a.Bottleneck)
-	}
-	if a.Share != ShareNone && a.Share != ShareUpDown {
-		return fmt.Errorf("trainer: adapter config: Share must be %q or %q, got %q", ShareNone, ShareUpDown, a.Share)
 	}
 	return nil
 }

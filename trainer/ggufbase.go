@@ -3,6 +3,7 @@ package trainer
 import (
 	"fmt"
 
+	"github.com/iapt-go/iapt/bridge"
 	"github.com/iapt-go/iapt/gguf"
 )
 
@@ -118,4 +119,37 @@ func LoadBaseGGUF(path string) (*Base, error) {
 		return nil, err
 	}
 	return LoadBase(cfg, NewGGUFSource(f))
+}
+
+// bridgeSource is a WeightSource reading the tensors of a model loaded by
+// the llama.cpp runtime, dequantised to float32 by ggml.
+type bridgeSource struct {
+	f *gguf.File
+	m *bridge.Model
+}
+
+// Tensor implements WeightSource.
+func (s bridgeSource) Tensor(name string) ([]float32, []int, error) {
+	if _, ok := s.f.Tensor(name); !ok {
+		return nil, nil, fmt.Errorf("%s: %w", s.f.Path, ErrTensorNotFound)
+	}
+	return s.m.TensorF32(name)
+}
+
+// LoadBaseBridge reads the configuration of a llama-architecture model from
+// its GGUF metadata (ConfigFromGGUF) and its frozen weights through the
+// runtime, which dequantises any tensor type ggml can convert (F32, F16,
+// Q8_0, ...) to float32. m must have been loaded with
+// bridge.ModelParams{NoRepack: true}: repacked quantised weights cannot be
+// read back.
+func LoadBaseBridge(m *bridge.Model) (*Base, error) {
+	f, err := gguf.Open(m.Info().Path)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := ConfigFromGGUF(f)
+	if err != nil {
+		return nil, err
+	}
+	return LoadBase(cfg, bridgeSource{f, m})
 }

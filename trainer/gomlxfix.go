@@ -29,6 +29,9 @@ package trainer
 //     graph one after another ("ops_sequential"); each op still uses all CPUs.
 //     withSimpleGoFix adds that option to a "go" backend configuration that
 //     does not choose an execution mode itself.
+//  6. An Exec compiles one graph per distinct input shape and fails once it
+//     holds 32 (DefaultExecMaxCacheSize). Avoided in model.go: batches are
+//     padded to a few bucketed shapes, and the limit is raised (maxGraphs).
 
 import (
 	"runtime"

@@ -6,6 +6,7 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	. "github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/shapes"
+	"github.com/iapt-go/iapt/adapterfile"
 )
 
 // generatorNodes holds the weights of one layer's generator inside a graph,
@@ -33,14 +34,18 @@ func (f *forward) layerWeight(l, i int) *Node { return f.weights[1+l*weightsPerL
 
 // hidden runs the model on tokens [B, T] (int32) and returns the final
 // normalised hidden states [B, T, d]. instr [B, T] (float32, 1 on instruction
-// rows) feeds the generators; the bare base model ignores it.
-func (f *forward) hidden(tokens, instr *Node) *Node {
+// rows) feeds the generators; the bare base model ignores it. onLayer, when
+// not nil, is called with each layer's input x before its generator runs.
+func (f *forward) hidden(tokens, instr *Node, onLayer func(l int, x *Node)) *Node {
 	g := tokens.Graph()
 	t := tokens.Shape().Dimensions[1]
 	x := Gather(f.weights[0], InsertAxes(tokens, -1)) // [B, T, d]
 	cos, sin := ropeTables(g, f.cfg, t)
 	causal := causalMask(g, t)
 	for l := range f.cfg.Layers {
+		if onLayer != nil {
+			onLayer(l, x)
+		}
 		if f.gens != nil {
 			x = f.generate(&f.gens[l], x, instr)
 		}
@@ -113,16 +118,23 @@ func (f *forward) generate(p *generatorNodes, x, instr *Node) *Node {
 	return Where(soft, u, x)
 }
 
+// Degrees of the rational activation (Padé unit version "B"): the lengths of
+// adapterfile.Layer's RatNum (a0..a5) and RatDen (b1..b4) less one and zero.
+const (
+	ratNumDegree = len(adapterfile.Layer{}.RatNum) - 1
+	ratDenDegree = len(adapterfile.Layer{}.RatDen)
+)
+
 // rationalB is the Padé unit version "B" applied elementwise:
 // R(x) = (a0 + a1 x + ... + a5 x^5) / (1 + |b1 x + ... + b4 x^4|).
 func rationalB(x, num, den *Node) *Node {
 	powers := []*Node{OnesLike(x), x}
-	for len(powers) <= max(RationalNumDegree, RationalDenDegree) {
+	for len(powers) <= max(ratNumDegree, ratDenDegree) {
 		powers = append(powers, Mul(powers[len(powers)-1], x))
 	}
 	last := x.Rank()
-	p := dot(Stack(powers[:RationalNumDegree+1], -1), []int{last}, nil, num, []int{0}, nil)
-	q := dot(Stack(powers[1:RationalDenDegree+1], -1), []int{last}, nil, den, []int{0}, nil)
+	p := dot(Stack(powers[:ratNumDegree+1], -1), []int{last}, nil, num, []int{0}, nil)
+	q := dot(Stack(powers[1:ratDenDegree+1], -1), []int{last}, nil, den, []int{0}, nil)
 	return Div(p, OnePlus(Abs(q)))
 }
 

@@ -11,6 +11,7 @@ import (
 
 	. "github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
+	"github.com/iapt-go/iapt/adapterfile"
 )
 
 func randomTensor(rng *rand.Rand, dims ...int) *tensors.Tensor {
@@ -150,7 +151,7 @@ func TestLoadBaseErrors(t *testing.T) {
 
 func TestBatchErrors(t *testing.T) {
 	cfg := tinyConfig()
-	a, err := NewAdapter(cfg, AdapterConfig{SoftTokens: 4, Bottleneck: 5, Share: ShareNone}, InitDefault, 33)
+	a, err := NewAdapter(cfg.AdapterConfig(4, 5, ShareNone), 33)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +191,7 @@ func TestBatchErrors(t *testing.T) {
 func TestModelAdapterState(t *testing.T) {
 	cfg := tinyConfig()
 	w := randomWeights(cfg, 36)
-	a, err := NewAdapter(cfg, AdapterConfig{SoftTokens: 4, Bottleneck: 5, Share: ShareUpDown}, InitRandom, 37)
+	a, err := adapterfile.Random(cfg.AdapterConfig(4, 5, ShareUpDown), 37, 0.5)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +200,7 @@ func TestModelAdapterState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(got.Gen[1].Pool, a.Gen[1].Pool) || !slices.Equal(got.Shared.Up, a.Shared.Up) {
+	if !slices.Equal(got.Layers[1].PoolW, a.Layers[1].PoolW) || !slices.Equal(got.Shared.UpW, a.Shared.UpW) {
 		t.Fatal("Adapter() does not return the values the model was built with")
 	}
 	b := mustBatch(t, 4, randomExamples(cfg, 38, [2]int{4, 6}))
@@ -225,10 +226,10 @@ func TestModelAdapterState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gp := grad.params()
-	for i, p := range next.params() {
-		for j := range *p.data {
-			(*p.data)[j] -= 0.05 * (*gp[i].data)[j]
+	gp := params(grad)
+	for i, p := range params(next) {
+		for j := range p.data {
+			p.data[j] -= 0.05 * gp[i].data[j]
 		}
 	}
 	if err := model.SetAdapter(next); err != nil {
@@ -242,7 +243,7 @@ func TestModelAdapterState(t *testing.T) {
 		t.Errorf("loss %g after a gradient step, %g before", after, loss)
 	}
 
-	other, err := NewAdapter(cfg, AdapterConfig{SoftTokens: 8, Bottleneck: 5, Share: ShareUpDown}, InitDefault, 39)
+	other, err := NewAdapter(cfg.AdapterConfig(8, 5, ShareUpDown), 39)
 	if err != nil {
 		t.Fatal(err)
 	}

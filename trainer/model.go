@@ -3,6 +3,7 @@ package trainer
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	. "github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gomlx/pkg/ml/context"
+	"github.com/iapt-go/iapt/adapterfile"
 )
 
 // DefaultBackend is the GoMLX backend used when Options.Backend is empty: the
@@ -59,23 +61,43 @@ func backendFor(config string) (backends.Backend, error) {
 type execKind int
 
 const (
-	execLogits execKind = iota // logits of selected rows
-	execLoss                   // mean cross-entropy
-	execGrad                   // mean cross-entropy and its gradient
+	execLogits   execKind = iota // logits of selected rows
+	execLoss                     // mean cross-entropy
+	execGrad                     // mean cross-entropy and its gradient
+	execInputRMS                 // RMS of every generator's input
 )
 
-// rowBucket rounds the number of rows sent to the output head up to a
-// multiple of this, so that batches of similar size share a compiled graph.
-const rowBucket = 64
+// Every distinct input shape costs GoMLX a graph compilation and a cache
+// entry, so shapes are rounded up: the rows per sequence to a multiple of
+// lengthBucket (at most the context length), the rows sent to the output head
+// to a multiple of rowBucket. Padding rows never change the valid rows'
+// results (right padding, causal attention, zero loss weight).
+const (
+	lengthBucket = 16
+	rowBucket    = 64
+	// maxGraphs bounds the compiled graphs kept per computation; the
+	// buckets keep the count far below it for any context length up to
+	// a few thousand rows.
+	maxGraphs = 512
+)
+
+// paddedLength returns the number of rows per sequence a batch of t rows
+// is run with: t rounded up to a multiple of lengthBucket, at most the
+// context length (and never less than t).
+func (m *Model) paddedLength(t int) int {
+	return max(t, min((t+lengthBucket-1)/lengthBucket*lengthBucket, m.base.cfg.ContextLength))
+}
 
 // Model is a llama base model with an optional IAPT adapter whose weights are
 // trainable GoMLX variables. Its methods are safe for concurrent use.
 type Model struct {
-	base    *Base
-	adapter *Adapter // configuration and metadata; the values live in vars
+	base *Base
+	// adapter holds the adapter's configuration and metadata (nil for the
+	// bare base model); its tensor values are not used: they live in vars.
+	adapter *adapterfile.Adapter
 	backend backends.Backend
 	ctx     *context.Context
-	vars    []*context.Variable // in adapter.params() order
+	vars    []*context.Variable // in params() order
 
 	mu    sync.Mutex
 	execs map[execKind]*context.Exec
@@ -83,7 +105,7 @@ type Model struct {
 
 // NewModel returns a model running base with adapter a, or the bare base model
 // if a is nil. The adapter's values are copied into the model's variables.
-func NewModel(base *Base, a *Adapter, opts Options) (*Model, error) {
+func NewModel(base *Base, a *adapterfile.Adapter, opts Options) (*Model, error) {
 	if base == nil {
 		return nil, errors.New("trainer: nil base model")
 	}
@@ -97,27 +119,31 @@ func NewModel(base *Base, a *Adapter, opts Options) (*Model, error) {
 		return m, nil
 	}
 	if err := a.Validate(); err != nil {
+		return nil, fmt.Errorf("trainer: %w", err)
+	}
+	if err := base.cfg.CheckAdapter(a.Config); err != nil {
 		return nil, err
 	}
-	if err := a.CheckBase(base.cfg); err != nil {
+	if m.adapter, err = emptyLike(a); err != nil {
 		return nil, err
 	}
-	m.adapter = a.emptyClone()
 	scope := m.ctx.In("iapt")
-	for _, p := range a.params() {
-		t := tensors.FromFlatDataAndDimensions(slices.Clone(*p.data), reversed(p.shape)...)
+	for _, p := range params(a) {
+		t := tensors.FromFlatDataAndDimensions(slices.Clone(p.data), reversed(p.shape)...)
 		m.vars = append(m.vars, scope.VariableWithValue(p.name, t))
 	}
 	return m, nil
 }
 
-// emptyClone returns a copy of the adapter's configuration and metadata
-// without tensor values.
-func (a *Adapter) emptyClone() *Adapter {
-	c := *a
-	c.Shared = UpDown{}
-	c.Gen = make([]Generator, len(a.Gen))
-	return &c
+// emptyLike returns a new adapter with a's configuration and a copy of its
+// metadata, its tensors zero.
+func emptyLike(a *adapterfile.Adapter) (*adapterfile.Adapter, error) {
+	c, err := adapterfile.New(a.Config)
+	if err != nil {
+		return nil, fmt.Errorf("trainer: %w", err)
+	}
+	maps.Copy(c.Meta, a.Meta)
+	return c, nil
 }
 
 // softTokens returns m, or 0 for the bare base model.
@@ -130,7 +156,7 @@ func (m *Model) softTokens() int {
 
 // Adapter returns a copy of the adapter with the current variable values,
 // or nil for the bare base model.
-func (m *Model) Adapter() (*Adapter, error) {
+func (m *Model) Adapter() (*adapterfile.Adapter, error) {
 	if m.adapter == nil {
 		return nil, nil
 	}
@@ -147,37 +173,43 @@ func (m *Model) Adapter() (*Adapter, error) {
 	return m.adapterFrom(tens)
 }
 
-// adapterFrom builds an adapter with the model's metadata from tensors in
-// params() order.
-func (m *Model) adapterFrom(tens []*tensors.Tensor) (*Adapter, error) {
-	a := m.adapter.emptyClone()
-	for i, p := range a.params() {
+// adapterFrom builds an adapter with the model's configuration and metadata
+// from tensors in params() order.
+func (m *Model) adapterFrom(tens []*tensors.Tensor) (*adapterfile.Adapter, error) {
+	a, err := emptyLike(m.adapter)
+	if err != nil {
+		return nil, err
+	}
+	for i, p := range params(a) {
 		data, err := tensors.CopyFlatData[float32](tens[i])
 		if err != nil {
 			return nil, fmt.Errorf("trainer: reading %s: %w", p.name, err)
 		}
-		*p.data = data
+		if len(data) != len(p.data) {
+			return nil, fmt.Errorf("trainer: %s has %d values, want %d", p.name, len(data), len(p.data))
+		}
+		copy(p.data, data)
 	}
 	return a, nil
 }
 
 // SetAdapter replaces the variable values with those of a, which must have
-// the same configuration as the model's adapter.
-func (m *Model) SetAdapter(a *Adapter) error {
+// the same configuration as the model's adapter. The model's metadata is
+// left as it is.
+func (m *Model) SetAdapter(a *adapterfile.Adapter) error {
 	if m.adapter == nil {
 		return errors.New("trainer: the model has no adapter")
 	}
 	if err := a.Validate(); err != nil {
-		return err
+		return fmt.Errorf("trainer: %w", err)
 	}
-	if a.AdapterConfig != m.adapter.AdapterConfig || a.Dim != m.adapter.Dim || a.Layers != m.adapter.Layers {
-		return fmt.Errorf("trainer: adapter %+v (d=%d, L=%d) does not match the model's %+v (d=%d, L=%d)",
-			a.AdapterConfig, a.Dim, a.Layers, m.adapter.AdapterConfig, m.adapter.Dim, m.adapter.Layers)
+	if a.Config != m.adapter.Config {
+		return fmt.Errorf("trainer: adapter %+v does not match the model's %+v", a.Config, m.adapter.Config)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for i, p := range a.params() {
-		t := tensors.FromFlatDataAndDimensions(slices.Clone(*p.data), reversed(p.shape)...)
+	for i, p := range params(a) {
+		t := tensors.FromFlatDataAndDimensions(slices.Clone(p.data), reversed(p.shape)...)
 		if err := m.vars[i].SetValue(t); err != nil {
 			return fmt.Errorf("trainer: setting %s: %w", p.name, err)
 		}
@@ -206,15 +238,16 @@ func (m *Model) Logits(b *Batch) (*Logits, error) {
 	if err := b.check(m.base.cfg.Vocab, m.base.cfg.ContextLength, soft, false); err != nil {
 		return nil, err
 	}
-	var rows []int32
+	tp := m.paddedLength(b.T)
+	var rows, at []int32 // rows in the padded layout; the same rows in b's
 	for s, length := range b.Lengths {
 		for t := soft; t < length; t++ {
-			rows = append(rows, int32(s*b.T+t))
+			rows = append(rows, int32(s*tp+t))
+			at = append(at, int32(s*b.T+t))
 		}
 	}
-	k := len(rows)
-	rows = padRows(rows, b.B*b.T)
-	out, err := m.run(execLogits, b, tensors.FromFlatDataAndDimensions(rows, len(rows)))
+	rows = padRows(rows, b.B*tp)
+	out, err := m.run(execLogits, b, tp, tensors.FromFlatDataAndDimensions(rows, len(rows)))
 	if err != nil {
 		return nil, err
 	}
@@ -224,7 +257,7 @@ func (m *Model) Logits(b *Batch) (*Logits, error) {
 		return nil, fmt.Errorf("trainer: reading logits: %w", err)
 	}
 	l := &Logits{B: b.B, T: b.T, Vocab: vocab, Data: make([]float32, b.B*b.T*vocab)}
-	for i, r := range rows[:k] {
+	for i, r := range at {
 		copy(l.Data[int(r)*vocab:int(r+1)*vocab], data[i*vocab:(i+1)*vocab])
 	}
 	return l, nil
@@ -240,9 +273,9 @@ func (m *Model) Loss(b *Batch) (float64, error) {
 }
 
 // LossAndGradients returns the mean cross-entropy over the batch's loss rows
-// and its gradient with respect to every adapter tensor, in an Adapter laid
-// out like the model's adapter. The base weights get no gradient.
-func (m *Model) LossAndGradients(b *Batch) (float64, *Adapter, error) {
+// and its gradient with respect to every adapter tensor, in an adapter of the
+// model's configuration. The base weights get no gradient.
+func (m *Model) LossAndGradients(b *Batch) (float64, *adapterfile.Adapter, error) {
 	if m.adapter == nil {
 		return 0, nil, errors.New("trainer: the model has no adapter to differentiate")
 	}
@@ -262,25 +295,52 @@ func (m *Model) runLoss(kind execKind, b *Batch) ([]*tensors.Tensor, error) {
 	if err := b.check(m.base.cfg.Vocab, m.base.cfg.ContextLength, m.softTokens(), true); err != nil {
 		return nil, err
 	}
+	tp := m.paddedLength(b.T)
 	var rows, targets []int32
 	for i, loss := range b.Loss {
 		if loss {
-			rows = append(rows, int32(i-1)) // row t-1 predicts the token of row t
+			// Row t-1 predicts the token of row t.
+			rows = append(rows, int32(i/b.T*tp+i%b.T-1))
 			targets = append(targets, b.Tokens[i])
 		}
 	}
 	k := len(rows)
-	rows = padRows(rows, b.B*b.T)
-	targets = padRows(targets, b.B*b.T)
+	rows = padRows(rows, b.B*tp)
+	targets = padRows(targets, b.B*tp)
 	weights := make([]float32, len(rows))
 	for i := range k {
 		weights[i] = 1
 	}
 	n := len(rows)
-	return m.run(kind, b,
+	return m.run(kind, b, tp,
 		tensors.FromFlatDataAndDimensions(rows, n),
 		tensors.FromFlatDataAndDimensions(targets, n),
 		tensors.FromFlatDataAndDimensions(weights, n))
+}
+
+// inputRMS returns, for each layer, the root mean square of the values of
+// its generator's input H (the instruction rows of the layer's input) over
+// the batch.
+func (m *Model) inputRMS(b *Batch) ([]float64, error) {
+	if m.adapter == nil {
+		return nil, errors.New("trainer: the model has no adapter")
+	}
+	if err := b.check(m.base.cfg.Vocab, m.base.cfg.ContextLength, m.softTokens(), false); err != nil {
+		return nil, err
+	}
+	out, err := m.run(execInputRMS, b, m.paddedLength(b.T))
+	if err != nil {
+		return nil, err
+	}
+	v, err := tensors.CopyFlatData[float32](out[0])
+	if err != nil {
+		return nil, fmt.Errorf("trainer: reading input RMS: %w", err)
+	}
+	rms := make([]float64, len(v))
+	for i, x := range v {
+		rms[i] = float64(x)
+	}
+	return rms, nil
 }
 
 // padRows pads a list of row indices (or targets) with zeros up to a multiple
@@ -290,20 +350,25 @@ func padRows(rows []int32, limit int) []int32 {
 	return append(rows, make([]int32, n-len(rows))...)
 }
 
-// run executes computation kind on a batch; extra are the row inputs of that
-// computation.
-func (m *Model) run(kind execKind, b *Batch, extra ...*tensors.Tensor) ([]*tensors.Tensor, error) {
-	instr := make([]float32, b.B*b.T)
-	if m.adapter != nil {
-		for i, v := range b.Instruction {
+// run executes computation kind on a batch padded to tp rows per sequence;
+// extra are the row inputs of that computation, indexing the padded rows.
+func (m *Model) run(kind execKind, b *Batch, tp int, extra ...*tensors.Tensor) ([]*tensors.Tensor, error) {
+	tokens := make([]int32, b.B*tp) // padding rows hold token 0
+	instr := make([]float32, b.B*tp)
+	for s := range b.B {
+		copy(tokens[s*tp:], b.Tokens[s*b.T:(s+1)*b.T])
+		if m.adapter == nil {
+			continue
+		}
+		for t, v := range b.Instruction[s*b.T : (s+1)*b.T] {
 			if v {
-				instr[i] = 1
+				instr[s*tp+t] = 1
 			}
 		}
 	}
 	args := []any{
-		tensors.FromFlatDataAndDimensions(slices.Clone(b.Tokens), b.B, b.T),
-		tensors.FromFlatDataAndDimensions(instr, b.B, b.T),
+		tensors.FromFlatDataAndDimensions(tokens, b.B, tp),
+		tensors.FromFlatDataAndDimensions(instr, b.B, tp),
 	}
 	for _, t := range extra {
 		args = append(args, t)
@@ -336,6 +401,7 @@ func (m *Model) exec(kind execKind) (*context.Exec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("trainer: creating the computation: %w", err)
 	}
+	e.SetMaxCache(maxGraphs)
 	m.execs[kind] = e
 	return e, nil
 }
@@ -346,10 +412,7 @@ func (m *Model) exec(kind execKind) (*context.Exec, error) {
 // weights in baseSpecs order.
 func (m *Model) buildGraph(kind execKind, in []*Node) []*Node {
 	g := in[0].Graph()
-	nRow := 1
-	if kind != execLogits {
-		nRow = 3
-	}
+	nRow := map[execKind]int{execLogits: 1, execLoss: 3, execGrad: 3, execInputRMS: 0}[kind]
 	f := &forward{cfg: m.base.cfg, weights: in[2+nRow:], m: m.softTokens()}
 	varNodes := make([]*Node, len(m.vars))
 	for i, v := range m.vars {
@@ -358,7 +421,17 @@ func (m *Model) buildGraph(kind execKind, in []*Node) []*Node {
 	if m.adapter != nil {
 		f.gens = m.generatorNodes(varNodes)
 	}
-	h := f.hidden(in[0], in[1])
+	if kind == execInputRMS {
+		// Mean of the squares of the instruction rows' values, per layer.
+		var rms []*Node
+		mask := InsertAxes(in[1], -1)
+		count := MulScalar(ReduceAllSum(in[1]), float64(m.base.cfg.Dim))
+		f.hidden(in[0], in[1], func(_ int, x *Node) {
+			rms = append(rms, Sqrt(Div(ReduceAllSum(Mul(Square(x), mask)), count)))
+		})
+		return []*Node{Stack(rms, 0)}
+	}
+	h := f.hidden(in[0], in[1], nil)
 	logits := f.headRows(h, in[2])
 	if kind == execLogits {
 		return []*Node{logits}
@@ -374,10 +447,10 @@ func (m *Model) buildGraph(kind execKind, in []*Node) []*Node {
 // per layer.
 func (m *Model) generatorNodes(varNodes []*Node) []generatorNodes {
 	byName := map[string]*Node{}
-	for i, p := range m.adapter.params() {
+	for i, p := range params(m.adapter) {
 		byName[p.name] = varNodes[i]
 	}
-	gens := make([]generatorNodes, m.adapter.Layers)
+	gens := make([]generatorNodes, len(m.adapter.Layers))
 	for l := range gens {
 		p := fmt.Sprintf("blk.%d.", l)
 		proj := p

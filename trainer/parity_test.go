@@ -64,7 +64,7 @@ func TestParityWithRuntime(t *testing.T) {
 			if err := a.Write(p); err != nil {
 				t.Fatal(err)
 			}
-			ta, err := trainer.LoadAdapter(p)
+			ta, err := adapterfile.Read(p)
 			if err != nil {
 				t.Fatal(err)
 			}

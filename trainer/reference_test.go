@@ -5,6 +5,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/iapt-go/iapt/adapterfile"
 )
 
 // This file holds a plain float64 implementation of the spec's math, written
@@ -121,16 +123,13 @@ func refRope(v []float64, hd int, pos int, base float64) {
 
 // refGenerate computes the m soft tokens of one layer from the instruction
 // rows h (n × d), as the spec writes it; with n = 0, P = 0.
-func refGenerate(a *Adapter, l int, h [][]float64) [][]float64 {
+func refGenerate(a *adapterfile.Adapter, l int, h [][]float64) [][]float64 {
 	m, r := a.SoftTokens, a.Bottleneck
-	gen := a.Gen[l]
-	proj := gen.UpDown
-	if a.Share == ShareUpDown {
-		proj = a.Shared
-	}
+	gen := a.Layers[l]
+	proj := a.UpDownOf(l)
 	z := make([][]float64, len(h))
 	for i := range h {
-		z[i] = refMatVec(h[i], proj.Down, proj.DownBias)
+		z[i] = refMatVec(h[i], proj.DownW, proj.DownB)
 	}
 	p := make([][]float64, m)
 	for s := range m {
@@ -142,7 +141,7 @@ func refGenerate(a *Adapter, l int, h [][]float64) [][]float64 {
 		mx := math.Inf(-1)
 		for i := range h {
 			for j := range r {
-				scores[i] += z[i][j] * float64(gen.Pool[s*r+j])
+				scores[i] += z[i][j] * float64(gen.PoolW[s*r+j])
 			}
 			mx = math.Max(mx, scores[i])
 		}
@@ -161,9 +160,9 @@ func refGenerate(a *Adapter, l int, h [][]float64) [][]float64 {
 	for s := range m {
 		g := make([]float64, r)
 		for j := range g {
-			g[j] = refRational(gen.RatNum, gen.RatDen, p[s][j])
+			g[j] = refRational(gen.RatNum[:], gen.RatDen[:], p[s][j])
 		}
-		u[s] = refMatVec(g, proj.Up, proj.UpBias)
+		u[s] = refMatVec(g, proj.UpW, proj.UpB)
 	}
 	return u
 }
@@ -171,7 +170,7 @@ func refGenerate(a *Adapter, l int, h [][]float64) [][]float64 {
 // refLogits runs one unpadded sequence through the model and returns the
 // logits of every row. a may be nil (bare base model); then m and n are 0.
 // With an adapter, rows m..m+n-1 are the instruction.
-func refLogits(cfg Config, w memSource, a *Adapter, tokens []int32, n int) [][]float64 {
+func refLogits(cfg Config, w memSource, a *adapterfile.Adapter, tokens []int32, n int) [][]float64 {
 	d, hd := cfg.Dim, cfg.HeadDim
 	m := 0
 	if a != nil {
@@ -258,7 +257,7 @@ func refLogits(cfg Config, w memSource, a *Adapter, tokens []int32, n int) [][]f
 
 // refLoss is the mean cross-entropy of the response tokens of examples, each
 // run alone through refLogits.
-func refLoss(cfg Config, w memSource, a *Adapter, examples []Example) float64 {
+func refLoss(cfg Config, w memSource, a *adapterfile.Adapter, examples []Example) float64 {
 	m := 0
 	if a != nil {
 		m = a.SoftTokens

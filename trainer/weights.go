@@ -119,3 +119,44 @@ func firstNonFinite(data []float32) int {
 	}
 	return -1
 }
+
+// headTwins returns the number of other vocabulary rows of the output head
+// that are the same as token tok's (within an L2 distance of 1e-3 of its
+// norm). Tokens never seen in training can end up with one shared row (in
+// stories15M, 16,937 tokens share the EOS token's); the model then cannot
+// give tok a probability above 1/(twins+1), whatever its hidden state.
+func (b *Base) headTwins(tok int32) (int, error) {
+	head := b.tensors[0] // tied output: token_embd.weight
+	if !b.cfg.TiedOutput {
+		head = b.tensors[len(b.tensors)-1]
+	}
+	w, err := tensors.CopyFlatData[float32](head)
+	if err != nil {
+		return 0, err
+	}
+	d := b.cfg.Dim
+	if tok < 0 || int(tok) >= len(w)/d {
+		return 0, fmt.Errorf("trainer: token %d is outside the vocabulary", tok)
+	}
+	ref := w[int(tok)*d : int(tok+1)*d]
+	norm := 0.0
+	for _, v := range ref {
+		norm += float64(v) * float64(v)
+	}
+	limit := 1e-6 * norm // (1e-3 · |ref|)²
+	twins := 0
+	for r := 0; r < len(w)/d; r++ {
+		if r == int(tok) {
+			continue
+		}
+		dist := 0.0
+		for k, v := range w[r*d : (r+1)*d] {
+			diff := float64(v - ref[k])
+			dist += diff * diff
+		}
+		if dist <= limit {
+			twins++
+		}
+	}
+	return twins, nil
+}
