@@ -128,3 +128,18 @@ $(DATA)/imdb/train.jsonl: $(IMDB_JSON) | $(BIN) $(MODEL_Q8)
 
 $(DATA)/stories/train.jsonl: | $(BIN) $(MODEL_Q8)
 	$(BIN) data stories --model $(MODEL_Q8) --out-dir $(@D) --n $(STORIES_N) --seed $(DATA_SEED)
+
+# --- training (long: tens of minutes on 2 cores) ------------------------------
+ADAPTERS := adapters
+.PHONY: train-imdb train-stories
+train-imdb: data-imdb
+	@mkdir -p $(ADAPTERS)
+	$(BIN) train --model $(MODEL_Q8) --train $(DATA)/imdb/train.jsonl --eval $(DATA)/imdb/eval.jsonl \
+	  --task sentiment --no-eos-loss --batch 8 --steps 220 --lr 3e-3 --warmup 20 --eval-every 40 \
+	  --out $(ADAPTERS)/imdb.iapt.gguf
+
+train-stories: data-stories
+	@mkdir -p $(ADAPTERS)
+	$(BIN) train --model $(MODEL_Q8) --train $(DATA)/stories/train.jsonl --eval $(DATA)/stories/eval.jsonl \
+	  --task stories --no-eos-loss --batch 4 --steps 300 --lr 3e-3 --warmup 20 --eval-every 50 \
+	  --metric-examples 60 --out $(ADAPTERS)/stories.iapt.gguf
