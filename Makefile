@@ -129,17 +129,27 @@ $(DATA)/imdb/train.jsonl: $(IMDB_JSON) | $(BIN) $(MODEL_Q8)
 $(DATA)/stories/train.jsonl: | $(BIN) $(MODEL_Q8)
 	$(BIN) data stories --model $(MODEL_Q8) --out-dir $(@D) --n $(STORIES_N) --seed $(DATA_SEED)
 
-# --- training (long: tens of minutes on 2 cores) ------------------------------
-ADAPTERS := adapters
+# --- training: IAPT adapters on the data sets (README "Training an adapter") ----
+# `make train-imdb` and `make train-stories` train the adapters of the README's
+# table into models/adapters/ (git-ignored): NAME.iapt.gguf, and NAME.iapt.run/
+# with metrics.jsonl, curve.png and checkpoint/. Each takes 30-60 minutes on 2
+# cores. Ctrl-C saves a checkpoint; `make train-imdb RESUME=1` continues it.
+ADAPTERS        := $(MODELS)/adapters
+IMDB_ADAPTER    := $(ADAPTERS)/imdb.iapt.gguf
+STORIES_ADAPTER := $(ADAPTERS)/stories.iapt.gguf
+# resume-flag gives --resume RUN-DIR/checkpoint for adapter $(1) when RESUME is set.
+resume-flag = $(if $(RESUME),--resume $(basename $(1)).run/checkpoint)
+
 .PHONY: train-imdb train-stories
-train-imdb: data-imdb
+train-imdb: $(DATA)/imdb/train.jsonl | $(BIN) $(MODEL_Q8)
 	@mkdir -p $(ADAPTERS)
 	$(BIN) train --model $(MODEL_Q8) --train $(DATA)/imdb/train.jsonl --eval $(DATA)/imdb/eval.jsonl \
-	  --task sentiment --no-eos-loss --batch 8 --steps 220 --lr 3e-3 --warmup 20 --eval-every 40 \
-	  --out $(ADAPTERS)/imdb.iapt.gguf
+	  --task sentiment --no-eos-loss --batch 8 --steps 200 --lr 3e-3 --warmup 20 \
+	  --eval-every 40 --checkpoint-every 40 --out $(IMDB_ADAPTER) $(call resume-flag,$(IMDB_ADAPTER))
 
-train-stories: data-stories
+train-stories: $(DATA)/stories/train.jsonl | $(BIN) $(MODEL_F32)
 	@mkdir -p $(ADAPTERS)
-	$(BIN) train --model $(MODEL_Q8) --train $(DATA)/stories/train.jsonl --eval $(DATA)/stories/eval.jsonl \
-	  --task stories --no-eos-loss --batch 4 --steps 300 --lr 3e-3 --warmup 20 --eval-every 50 \
-	  --metric-examples 60 --out $(ADAPTERS)/stories.iapt.gguf
+	$(BIN) train --model $(MODEL_F32) --train $(DATA)/stories/train.jsonl --eval $(DATA)/stories/eval.jsonl \
+	  --task stories --no-eos-loss --batch 4 --steps 450 --lr 3e-3 --warmup 20 \
+	  --eval-every 90 --eval-examples 100 --metric-examples 60 --final-examples 200 \
+	  --checkpoint-every 90 --out $(STORIES_ADAPTER) $(call resume-flag,$(STORIES_ADAPTER))
