@@ -14,14 +14,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
 	"github.com/iapt-go/iapt/api"
 	"github.com/iapt-go/iapt/bridge"
+	"github.com/iapt-go/iapt/internal/testmodels"
 	"github.com/iapt-go/iapt/serve"
 	"github.com/iapt-go/iapt/serve/metrics"
 	"github.com/iapt-go/iapt/serve/registry"
 	"github.com/iapt-go/iapt/serve/servetest"
-	"github.com/openai/openai-go/v3"
-	"github.com/openai/openai-go/v3/option"
 )
 
 // base is the base model's id in the tests.
@@ -48,7 +50,7 @@ type testServer struct {
 
 func start(t *testing.T, o options) *testServer {
 	t.Helper()
-	m := servetest.Model(t)
+	m := testmodels.Load(t, testmodels.StoriesQ8)
 	dir := t.TempDir()
 	for i := range o.adapters {
 		servetest.WriteAdapter(t, m, dir, fmt.Sprintf("a%d", i), int64(i+1), o.meta)

@@ -11,22 +11,12 @@ import (
 	"github.com/iapt-go/iapt/prompt"
 )
 
-func loadModel(t *testing.T) *bridge.Model {
-	t.Helper()
-	m, err := bridge.LoadModel(testmodels.Path(t, testmodels.StoriesQ8), bridge.ModelParams{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	return m
-}
-
 func userPair(instr, resp string, line int) Pair {
 	return Pair{Messages: []bridge.ChatMessage{{Role: "user", Content: instr}}, Response: resp, Line: line}
 }
 
 func TestEncodeInvariants(t *testing.T) {
-	m := loadModel(t)
+	m := testmodels.Load(t, testmodels.StoriesQ8)
 	info := m.Info()
 	enc, err := NewEncoder(m, "")
 	if err != nil {
@@ -75,7 +65,7 @@ func TestEncodeInvariants(t *testing.T) {
 }
 
 func TestEncodeLengthLimit(t *testing.T) {
-	m := loadModel(t)
+	m := testmodels.Load(t, testmodels.StoriesQ8)
 	enc, err := NewEncoder(m, "")
 	if err != nil {
 		t.Fatal(err)
@@ -134,7 +124,7 @@ func TestEncodeLengthLimit(t *testing.T) {
 }
 
 func TestEncodeChatTemplate(t *testing.T) {
-	m := loadModel(t)
+	m := testmodels.Load(t, testmodels.StoriesQ8)
 	enc, err := NewEncoder(m, "chatml")
 	if err != nil {
 		t.Fatal(err)

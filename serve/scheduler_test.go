@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/iapt-go/iapt/bridge"
+	"github.com/iapt-go/iapt/internal/testmodels"
 	"github.com/iapt-go/iapt/serve/servetest"
 )
 
@@ -86,7 +87,7 @@ const story = "Once upon a time"
 // The scheduler serves each request exactly as the bridge's own generation
 // loop does, alone and with four adapters decoding in one batch.
 func TestMatchesPredict(t *testing.T) {
-	m := servetest.Model(t)
+	m := testmodels.Load(t, testmodels.StoriesQ8)
 	adapters := append([]*bridge.Adapter{nil}, servetest.LoadAdapters(t, m, 3)...)
 	prompt := tokens(t, m, story)
 	const n = 40
@@ -134,7 +135,7 @@ func TestMatchesPredict(t *testing.T) {
 // A stop string ends the generation before it; text that might begin a stop
 // string is held back, and released when it turns out not to.
 func TestStopStrings(t *testing.T) {
-	m := servetest.Model(t)
+	m := testmodels.Load(t, testmodels.StoriesQ8)
 	prompt := tokens(t, m, story)
 	s := newScheduler(t, m, Config{Slots: 2})
 	full, _ := run(t, s, Request{Prompt: prompt, MaxTokens: 40})
@@ -170,7 +171,7 @@ func TestStopStrings(t *testing.T) {
 
 // A cancelled request ends within a step and frees its slot and KV cells.
 func TestCancelFreesSlot(t *testing.T) {
-	m := servetest.Model(t)
+	m := testmodels.Load(t, testmodels.StoriesQ8)
 	prompt := tokens(t, m, story)
 	s := newScheduler(t, m, Config{Slots: 1})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -201,7 +202,7 @@ func TestCancelFreesSlot(t *testing.T) {
 
 // The queue is bounded; a cancelled queued request leaves the queue.
 func TestQueue(t *testing.T) {
-	m := servetest.Model(t)
+	m := testmodels.Load(t, testmodels.StoriesQ8)
 	prompt := tokens(t, m, story)
 	s := newScheduler(t, m, Config{Slots: 1, Queue: 1})
 	ctxA, cancelA := context.WithCancel(context.Background())
@@ -234,7 +235,7 @@ func TestQueue(t *testing.T) {
 }
 
 func TestRefusals(t *testing.T) {
-	m := servetest.Model(t)
+	m := testmodels.Load(t, testmodels.StoriesQ8)
 	adapter := servetest.LoadAdapters(t, m, 1)[0]
 	const slotCtx = 32
 	s := newScheduler(t, m, Config{Slots: 1, SlotContext: slotCtx})
@@ -267,7 +268,7 @@ func TestRefusals(t *testing.T) {
 
 // max tokens beyond the slot's room are clamped to it.
 func TestMaxTokensClamped(t *testing.T) {
-	m := servetest.Model(t)
+	m := testmodels.Load(t, testmodels.StoriesQ8)
 	prompt := tokens(t, m, story)
 	const slotCtx = 32
 	s := newScheduler(t, m, Config{Slots: 1, SlotContext: slotCtx})
@@ -278,7 +279,7 @@ func TestMaxTokensClamped(t *testing.T) {
 }
 
 func TestShutdown(t *testing.T) {
-	m := servetest.Model(t)
+	m := testmodels.Load(t, testmodels.StoriesQ8)
 	prompt := tokens(t, m, story)
 
 	// Graceful: the in-flight request finishes normally.

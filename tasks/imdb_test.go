@@ -16,11 +16,7 @@ import (
 
 func loadModel(t *testing.T) (*bridge.Model, *dataset.Encoder) {
 	t.Helper()
-	m, err := bridge.LoadModel(testmodels.Path(t, testmodels.StoriesQ8), bridge.ModelParams{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
+	m := testmodels.Load(t, testmodels.StoriesQ8)
 	enc, err := dataset.NewEncoder(m, "")
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
+
+	"github.com/iapt-go/iapt/bridge"
 )
 
 // Names of the models `make model` produces.
@@ -33,4 +35,15 @@ func Path(t testing.TB, name string) string {
 		t.Fatalf("model %s missing (%v): run `make model` first", name, err)
 	}
 	return p
+}
+
+// Load loads a model through the bridge and closes it when the test ends.
+func Load(t testing.TB, name string) *bridge.Model {
+	t.Helper()
+	m, err := bridge.LoadModel(Path(t, name), bridge.ModelParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
 }

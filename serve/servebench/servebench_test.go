@@ -13,6 +13,7 @@ import (
 
 	"github.com/iapt-go/iapt/adapterfile"
 	"github.com/iapt-go/iapt/bridge"
+	"github.com/iapt-go/iapt/internal/testmodels"
 	"github.com/iapt-go/iapt/serve/servetest"
 )
 
@@ -73,7 +74,7 @@ func TestLoad(t *testing.T) {
 }
 
 func TestDirect(t *testing.T) {
-	m := servetest.Model(t)
+	m := testmodels.Load(t, testmodels.StoriesQ8)
 	prompt, err := m.Tokenize("Once upon a time", true, false)
 	if err != nil {
 		t.Fatal(err)

@@ -10,19 +10,7 @@ import (
 
 	"github.com/iapt-go/iapt/adapterfile"
 	"github.com/iapt-go/iapt/bridge"
-	"github.com/iapt-go/iapt/internal/testmodels"
 )
-
-// Model loads the stories15M q8_0 model and closes it when the test ends.
-func Model(t testing.TB) *bridge.Model {
-	t.Helper()
-	m, err := bridge.LoadModel(testmodels.Path(t, testmodels.StoriesQ8), bridge.ModelParams{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	return m
-}
 
 // WriteAdapter writes a random adapter for the model (4 soft tokens,
 // bottleneck 16, scale 0.5: it visibly changes the output) to
