@@ -151,7 +151,7 @@ small model needs larger steps to move them in a few hundred steps.`,
 	f.StringVar(&cfg.RunDir, "run-dir", "", "folder for the checkpoint, metrics.jsonl and curve.png (default: --out without .gguf, plus .run)")
 	f.IntVar(&cfg.CheckpointEvery, "checkpoint-every", 50, "steps between checkpoints (0 = only at the end and on interruption)")
 	f.StringVar(&cfg.Resume, "resume", "", "checkpoint folder to continue from (RUN-DIR/checkpoint)")
-	f.IntVarP(&cfg.Threads, "threads", "t", 2, "CPU threads of the runtime evaluation")
+	f.IntVarP(&cfg.Threads, "threads", "t", 1, "CPU threads of the runtime evaluation (1 is the safe choice on a busy 2-core machine: llama.cpp's threads spin while they wait for each other)")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (pprof) of the run to this file")
 	f.BoolVarP(&verbose, "verbose", "v", false, "show llama.cpp's log")
 	_ = cmd.MarkFlagRequired("train")
