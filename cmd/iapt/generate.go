@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
 
 	"github.com/iapt-go/iapt/bridge"
 	"github.com/spf13/cobra"
@@ -30,6 +31,7 @@ func newGenerateCmd() *cobra.Command {
 	var (
 		modelPath, prompt, adapterPath string
 		maxTokens, threads, nctx       int
+		threadsBatch                   int
 		chat, verbose                  bool
 		samp                           samplingFlags
 	)
@@ -66,7 +68,7 @@ func newGenerateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx, err := model.NewContext(bridge.ContextParams{NCtx: nctx, Threads: threads})
+			ctx, err := model.NewContext(bridge.ContextParams{NCtx: nctx, Threads: threads, ThreadsBatch: threadsBatch})
 			if err != nil {
 				return err
 			}
@@ -92,7 +94,8 @@ func newGenerateCmd() *cobra.Command {
 	f.StringVarP(&prompt, "prompt", "p", "Once upon a time", "prompt text")
 	f.StringVar(&adapterPath, "adapter", "", "IAPT adapter GGUF to switch on for the prompt")
 	f.IntVarP(&maxTokens, "max-tokens", "n", 256, "maximum tokens to generate")
-	f.IntVarP(&threads, "threads", "t", 2, "CPU threads")
+	f.IntVarP(&threads, "threads", "t", 1, "CPU threads for generation (small models decode fastest on 1; llama.cpp's threads spin while waiting, so more threads than free cores stall)")
+	f.IntVar(&threadsBatch, "threads-batch", runtime.NumCPU(), "CPU threads for prompt processing")
 	f.IntVar(&nctx, "ctx", 0, "context size (0 = the model's)")
 	f.BoolVar(&chat, "chat", false, "render the prompt as a user turn with the chat template")
 	f.BoolVarP(&verbose, "verbose", "v", false, "show llama.cpp's log")
