@@ -150,6 +150,6 @@ train-imdb: $(DATA)/imdb/train.jsonl | $(BIN) $(MODEL_Q8)
 train-stories: $(DATA)/stories/train.jsonl | $(BIN) $(MODEL_F32)
 	@mkdir -p $(ADAPTERS)
 	$(BIN) train --model $(MODEL_F32) --train $(DATA)/stories/train.jsonl --eval $(DATA)/stories/eval.jsonl \
-	  --task stories --no-eos-loss --batch 4 --steps 450 --lr 3e-3 --warmup 20 \
-	  --eval-every 90 --eval-examples 100 --metric-examples 60 --final-examples 200 \
-	  --checkpoint-every 90 --out $(STORIES_ADAPTER) $(call resume-flag,$(STORIES_ADAPTER))
+	  --task stories --no-eos-loss --batch 4 --steps 240 --lr 3e-3 --warmup 20 \
+	  --eval-every 60 --eval-examples 100 --metric-examples 60 --final-examples 200 \
+	  --checkpoint-every 60 --out $(STORIES_ADAPTER) $(call resume-flag,$(STORIES_ADAPTER))

@@ -34,13 +34,12 @@ var metricName = map[string]string{TaskSentiment: "accuracy", TaskStories: "inst
 type EvalResult struct {
 	// Loss is the mean cross-entropy of the response tokens given the
 	// instruction, over LossExamples examples (LossTokens tokens).
-	Loss         float64 `json:"loss"`
-	LossExamples int     `json:"loss_examples"`
-	LossTokens   int     `json:"loss_tokens"`
+	Loss                     float64
+	LossExamples, LossTokens int
 	// Metric is the task metric of greedy answers, in [0, 1], over
 	// MetricExamples examples; NaN (and 0 examples) for TaskNone.
-	Metric         float64 `json:"-"`
-	MetricExamples int     `json:"metric_examples"`
+	Metric         float64
+	MetricExamples int
 }
 
 // evaluator computes evaluation losses and metrics with the runtime: the

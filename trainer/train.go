@@ -117,8 +117,6 @@ type Progress struct {
 	Loss, LR float64
 	// TokensPerSec is the training speed of this session so far.
 	TokensPerSec float64
-	// Eval is set when the step evaluated.
-	Eval *EvalResult
 }
 
 // Result sums up a run.
@@ -364,7 +362,6 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 			Step: st.Step, Epoch: r.loop.epoch(st.Step), TrainLoss: s.loss, GradNorm: s.gradNorm, LR: s.lr,
 			TokensPerSec: float64(s.tokens) / time.Since(t0).Seconds(),
 		}
-		var evr *EvalResult
 		if (cfg.EvalEvery > 0 && st.Step%cfg.EvalEvery == 0) || st.Step == cfg.Steps {
 			// The evaluation belongs to the step: an interruption waits for
 			// it, so that the best adapter and early stopping of a resumed
@@ -373,7 +370,6 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 			if err != nil {
 				return nil, fmt.Errorf("train: evaluation after step %d: %w", st.Step, err)
 			}
-			evr = &e
 			rec.EvalLoss = finite(e.Loss)
 			if cfg.Task != TaskNone {
 				rec.Metric, rec.MetricName = finite(e.Metric), metricName[cfg.Task]
@@ -388,7 +384,7 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 		r.records = append(r.records, rec)
 		if cfg.Progress != nil {
 			cfg.Progress(Progress{Step: st.Step, Steps: cfg.Steps, Loss: s.loss, LR: s.lr,
-				TokensPerSec: r.tokensPerSec(), Eval: evr})
+				TokensPerSec: r.tokensPerSec()})
 		}
 		if ctx.Err() != nil {
 			return r.interrupt(res, ckptDir)
