@@ -1,6 +1,7 @@
 package trainer
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -40,19 +41,19 @@ func (c Config) CheckAdapter(ac adapterfile.Config) error {
 // upInitStd is the standard deviation of the initial up-projection weights.
 const upInitStd = 0.02
 
-// NewAdapter returns an adapter of configuration c with the training
-// initialisation, drawn with a generator seeded with seed: down and pool
-// weights from N(0, 1/fan-in) (1/d and 1/r), up weights from N(0, 0.02²),
-// zero biases, every rational function GoMLX's GELU approximation.
+// NewAdapter returns an adapter of configuration c with the first part of
+// the training initialisation, drawn with a generator seeded with seed: down
+// and pool weights from N(0, 1/fan-in) (1/d and 1/r), up weights from
+// N(0, 0.02²), zero biases, every rational function GoMLX's GELU
+// approximation. Training completes it with fitToData, which sets the
+// scales of the down and up projections from the data.
 //
 // The fan-in scale of the down and pool weights matters: the pooling
 // scores S = Z·Wpool are a product of both, so with small weights
 // everywhere their gradients (each proportional to the other) start near
 // zero, the attention pooling stays uniform and the adapter learns only an
-// instruction-independent prefix through the up bias. A small up
-// projection keeps the initial soft tokens small, as LoRA's zero-initialised
-// B does. (adapterfile.Random makes adapters whose effect is visible, for
-// tests.)
+// instruction-independent prefix through the up bias. (adapterfile.Random
+// makes adapters whose effect is visible, for tests.)
 func NewAdapter(c adapterfile.Config, seed uint64) (*adapterfile.Adapter, error) {
 	a, err := adapterfile.New(c)
 	if err != nil {
@@ -134,43 +135,151 @@ func unflatten(a *adapterfile.Adapter, v []float32) {
 	}
 }
 
-// initScaleBatches is the number of training batches whose generator inputs
-// scaleDown's RMS is measured on.
+// initScaleBatches is the number of training batches on which fitToData
+// measures the generator inputs.
 const initScaleBatches = 4
 
-// scaleDown completes the training initialisation with the data: it
-// divides each layer's down-projection weights by the RMS of that layer's
-// generator input (with share "updown", the shared weights by the RMS over
-// all layers), so that Z = H·Wdown starts with values of about unit size
-// whatever the scale of the base model's hidden states (stories15M's grow
-// from 0.03 at the embedding to 0.4 at the last layer). Otherwise Z, the
-// pooling scores and the generated soft tokens start near zero, and the
-// instruction-dependent path learns far more slowly than the biases.
-// rms holds one value per layer.
-func scaleDown(a *adapterfile.Adapter, rms []float64) error {
-	if len(rms) != len(a.Layers) {
-		return fmt.Errorf("trainer: %d input RMS values for %d layers", len(rms), len(a.Layers))
+// inputStats are statistics of the generator inputs H (instruction rows of
+// each layer's input) measured on training data, one entry per layer.
+type inputStats struct {
+	// RMS is the root mean square of the values; Std the same after the
+	// mean row is subtracted (the spread around the mean row).
+	RMS []float64 `json:"rms"`
+	Std []float64 `json:"std"`
+	// Mean is the mean instruction row; it is used once, at the start, so
+	// checkpoints do not keep it.
+	Mean [][]float32 `json:"-"`
+}
+
+// validate checks that the statistics cover layers layers of width d and
+// are usable scales.
+func (st inputStats) validate(layers, d int) error {
+	if len(st.RMS) != layers || len(st.Std) != layers {
+		return fmt.Errorf("trainer: input statistics for %d/%d layers, the adapter has %d", len(st.RMS), len(st.Std), layers)
 	}
-	scale := func(w []float32, r float64) error {
-		if !(r > 0) || math.IsInf(r, 0) {
-			return fmt.Errorf("trainer: generator input RMS %g", r)
+	for l := range layers {
+		for _, v := range []float64{st.RMS[l], st.Std[l]} {
+			if !(v > 0) || math.IsInf(v, 0) {
+				return fmt.Errorf("trainer: generator input scale %g in layer %d", v, l)
+			}
 		}
-		for i := range w {
-			w[i] = float32(float64(w[i]) / r)
-		}
-		return nil
-	}
-	if a.Share == ShareUpDown {
-		ms := 0.0
-		for _, r := range rms {
-			ms += r * r
-		}
-		return scale(a.Shared.DownW, math.Sqrt(ms/float64(len(rms))))
-	}
-	for l := range a.Layers {
-		if err := scale(a.Layers[l].DownW, rms[l]); err != nil {
-			return err
+		if st.Mean != nil && len(st.Mean[l]) != d {
+			return fmt.Errorf("trainer: mean input row of %d values in layer %d, want %d", len(st.Mean[l]), l, d)
 		}
 	}
 	return nil
+}
+
+// fitToData completes the training initialisation with statistics of each
+// layer's generator input H measured on training data. The scale of the
+// hidden states differs by layer (stories15M's grow from 0.03 at the
+// embedding to 0.4 at the last layer), and most of it is one mean row that
+// every instruction token shares, so:
+//
+//   - the down projection is centred and scaled: Wdown is divided by the
+//     spread of H around its mean row and bdown = -mean·Wdown, so that
+//     Z = H·Wdown + bdown starts with values of about unit size that
+//     describe how each instruction differs from the average one. Otherwise
+//     Z, and the pooled P, would be dominated by what all instructions have
+//     in common: the gradient of the up weights would be too, and the
+//     instruction-dependent path would learn far more slowly than the
+//     biases;
+//   - the up bias starts at the mean instruction row and the up weights at
+//     the layer's RMS times their N(0, 0.02²) draw: each soft token starts
+//     as an average instruction token plus a small instruction-dependent
+//     part. The frozen attention norm rescales every row to unit RMS, so a
+//     soft token made only of a small random projection (a zero bias) would
+//     enter attention at full size in an input-dependent random direction:
+//     noise in every layer's keys and values from the first step on.
+//
+// With share "updown" the shared tensors use the statistics over all
+// layers (the RMS of the per-layer values, the mean of the mean rows).
+func fitToData(a *adapterfile.Adapter, st inputStats) error {
+	if err := st.validate(len(a.Layers), a.Embd); err != nil {
+		return err
+	}
+	if st.Mean == nil {
+		return errors.New("trainer: input statistics without the mean rows")
+	}
+	d := a.Embd
+	fit := func(u *adapterfile.UpDown, rms, std float64, mean []float32) {
+		for i := range u.DownW {
+			u.DownW[i] = float32(float64(u.DownW[i]) / std)
+		}
+		for k := range u.DownB { // row k of Wdown holds the weights of output k
+			dot := 0.0
+			for j, x := range mean {
+				dot += float64(x) * float64(u.DownW[k*d+j])
+			}
+			u.DownB[k] = float32(-dot)
+		}
+		for i := range u.UpW {
+			u.UpW[i] = float32(float64(u.UpW[i]) * rms)
+		}
+		copy(u.UpB, mean)
+	}
+	if a.Share == ShareUpDown {
+		avg := make([]float32, d)
+		for _, m := range st.Mean {
+			for i, x := range m {
+				avg[i] += x / float32(len(st.Mean))
+			}
+		}
+		fit(&a.Shared, sharedScale(st.RMS), sharedScale(st.Std), avg)
+		return nil
+	}
+	for l := range a.Layers {
+		fit(&a.Layers[l].UpDown, st.RMS[l], st.Std[l], st.Mean[l])
+	}
+	return nil
+}
+
+// sharedScale is the scale of the shared projections of an adapter with
+// share "updown": the root mean square of the per-layer scales.
+func sharedScale(scale []float64) float64 {
+	ms := 0.0
+	for _, r := range scale {
+		ms += r * r
+	}
+	return math.Sqrt(ms / float64(len(scale)))
+}
+
+// lrScales returns, in flatten order, the factor of the learning rate of
+// every value of adapter a, given the input statistics fitToData
+// initialised it with: 1/Std for the down weights, RMS for the up weights
+// and bias, 1 for the rest. This is Adam on the adapter re-expressed in the
+// units of that initialisation (Wdown = W'/Std, Wup = RMS·W', bup = RMS·b'),
+// so that one learning rate moves every layer's generator by the same
+// relative amount, whatever the scale of its hidden states.
+func lrScales(a *adapterfile.Adapter, st inputStats) ([]float32, error) {
+	if err := st.validate(len(a.Layers), a.Embd); err != nil {
+		return nil, err
+	}
+	var out []float32
+	for _, p := range params(a) {
+		rms, std := sharedScale(st.RMS), sharedScale(st.Std)
+		if l, ok := layerOf(p.name); ok {
+			rms, std = st.RMS[l], st.Std[l]
+		}
+		f := 1.0
+		switch {
+		case strings.HasSuffix(p.name, "iapt_down.weight"):
+			f = 1 / std
+		case strings.HasSuffix(p.name, "iapt_up.weight"), strings.HasSuffix(p.name, "iapt_up.bias"):
+			f = rms
+		}
+		for range p.data {
+			out = append(out, float32(f))
+		}
+	}
+	return out, nil
+}
+
+// layerOf returns the layer of a per-layer tensor name ("blk.N.…").
+func layerOf(name string) (int, bool) {
+	var l int
+	if _, err := fmt.Sscanf(name, "blk.%d.", &l); err != nil {
+		return 0, false
+	}
+	return l, true
 }

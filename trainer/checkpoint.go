@@ -28,7 +28,7 @@ const (
 )
 
 // stateVersion is the version of the state.json layout.
-const stateVersion = 1
+const stateVersion = 2
 
 // trajectory is what determines the parameters a run produces, step by
 // step: a resumed run must have the same.
@@ -75,6 +75,9 @@ func (t trajectory) diff(u trajectory) []string {
 type trainState struct {
 	Version    int        `json:"version"`
 	Trajectory trajectory `json:"trajectory"`
+	// Inputs are the generator input statistics measured when the run
+	// started: the learning-rate factors (lrScales) depend on them.
+	Inputs inputStats `json:"input_stats"`
 	// Step is the number of optimizer steps done.
 	Step int `json:"step"`
 	// Tokens is the number of tokens trained on; Elapsed the training

@@ -61,10 +61,10 @@ func backendFor(config string) (backends.Backend, error) {
 type execKind int
 
 const (
-	execLogits   execKind = iota // logits of selected rows
-	execLoss                     // mean cross-entropy
-	execGrad                     // mean cross-entropy and its gradient
-	execInputRMS                 // RMS of every generator's input
+	execLogits     execKind = iota // logits of selected rows
+	execLoss                       // mean cross-entropy
+	execGrad                       // mean cross-entropy and its gradient
+	execInputStats                 // RMS and mean row of every generator's input
 )
 
 // Every distinct input shape costs GoMLX a graph compilation and a cache
@@ -318,29 +318,34 @@ func (m *Model) runLoss(kind execKind, b *Batch) ([]*tensors.Tensor, error) {
 		tensors.FromFlatDataAndDimensions(weights, n))
 }
 
-// inputRMS returns, for each layer, the root mean square of the values of
+// inputStats returns, for each layer, the root mean square of the values of
 // its generator's input H (the instruction rows of the layer's input) over
-// the batch.
-func (m *Model) inputRMS(b *Batch) ([]float64, error) {
+// the batch, and the mean of those rows.
+func (m *Model) inputStats(b *Batch) (rms []float64, mean [][]float32, err error) {
 	if m.adapter == nil {
-		return nil, errors.New("trainer: the model has no adapter")
+		return nil, nil, errors.New("trainer: the model has no adapter")
 	}
 	if err := b.check(m.base.cfg.Vocab, m.base.cfg.ContextLength, m.softTokens(), false); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	out, err := m.run(execInputRMS, b, m.paddedLength(b.T))
+	out, err := m.run(execInputStats, b, m.paddedLength(b.T))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	v, err := tensors.CopyFlatData[float32](out[0])
 	if err != nil {
-		return nil, fmt.Errorf("trainer: reading input RMS: %w", err)
+		return nil, nil, fmt.Errorf("trainer: reading input RMS: %w", err)
 	}
-	rms := make([]float64, len(v))
-	for i, x := range v {
-		rms[i] = float64(x)
+	mv, err := tensors.CopyFlatData[float32](out[1])
+	if err != nil {
+		return nil, nil, fmt.Errorf("trainer: reading input means: %w", err)
 	}
-	return rms, nil
+	d := m.base.cfg.Dim
+	for l, x := range v {
+		rms = append(rms, float64(x))
+		mean = append(mean, mv[l*d:(l+1)*d])
+	}
+	return rms, mean, nil
 }
 
 // padRows pads a list of row indices (or targets) with zeros up to a multiple
@@ -412,7 +417,7 @@ func (m *Model) exec(kind execKind) (*context.Exec, error) {
 // weights in baseSpecs order.
 func (m *Model) buildGraph(kind execKind, in []*Node) []*Node {
 	g := in[0].Graph()
-	nRow := map[execKind]int{execLogits: 1, execLoss: 3, execGrad: 3, execInputRMS: 0}[kind]
+	nRow := map[execKind]int{execLogits: 1, execLoss: 3, execGrad: 3, execInputStats: 0}[kind]
 	f := &forward{cfg: m.base.cfg, weights: in[2+nRow:], m: m.softTokens()}
 	varNodes := make([]*Node, len(m.vars))
 	for i, v := range m.vars {
@@ -421,15 +426,18 @@ func (m *Model) buildGraph(kind execKind, in []*Node) []*Node {
 	if m.adapter != nil {
 		f.gens = m.generatorNodes(varNodes)
 	}
-	if kind == execInputRMS {
-		// Mean of the squares of the instruction rows' values, per layer.
-		var rms []*Node
+	if kind == execInputStats {
+		// Over the instruction rows, per layer: the RMS of the values and
+		// the mean row.
+		var rms, mean []*Node
 		mask := InsertAxes(in[1], -1)
-		count := MulScalar(ReduceAllSum(in[1]), float64(m.base.cfg.Dim))
+		rows := ReduceAllSum(in[1])
 		f.hidden(in[0], in[1], func(_ int, x *Node) {
-			rms = append(rms, Sqrt(Div(ReduceAllSum(Mul(Square(x), mask)), count)))
+			masked := Mul(x, mask)
+			rms = append(rms, Sqrt(Div(ReduceAllSum(Mul(masked, x)), MulScalar(rows, float64(m.base.cfg.Dim)))))
+			mean = append(mean, Div(ReduceSum(masked, 0, 1), rows))
 		})
-		return []*Node{Stack(rms, 0)}
+		return []*Node{Stack(rms, 0), Stack(mean, 0)}
 	}
 	h := f.hidden(in[0], in[1], nil)
 	logits := f.headRows(h, in[2])

@@ -111,8 +111,12 @@ func clip(g []float32, maxNorm float64) float64 {
 }
 
 // update makes one AdamW step on the values p with gradient g at learning
-// rate lr; decay marks the values weight decay applies to.
-func (a *adamW) update(o OptimConfig, p, g []float32, decay []bool, lr float64) {
+// rate lr; decay marks the values weight decay applies to, scale holds each
+// value's learning-rate factor (lrScales). The step is Adam's on the values
+// divided by their factor: the gradient, already multiplied by the factor
+// (see loop.step), feeds the moments, the Adam step is multiplied by the
+// factor, and weight decay shrinks every value by the same share.
+func (a *adamW) update(o OptimConfig, p, g []float32, decay []bool, scale []float32, lr float64) {
 	a.steps++
 	bc1 := 1 - math.Pow(o.Beta1, float64(a.steps))
 	bc2 := 1 - math.Pow(o.Beta2, float64(a.steps))
@@ -121,7 +125,7 @@ func (a *adamW) update(o OptimConfig, p, g []float32, decay []bool, lr float64) 
 		m := o.Beta1*float64(a.m[i]) + (1-o.Beta1)*gi
 		v := o.Beta2*float64(a.v[i]) + (1-o.Beta2)*gi*gi
 		a.m[i], a.v[i] = float32(m), float32(v)
-		step := (m / bc1) / (math.Sqrt(v/bc2) + o.Eps)
+		step := float64(scale[i]) * (m / bc1) / (math.Sqrt(v/bc2) + o.Eps)
 		if decay[i] {
 			step += o.WeightDecay * float64(p[i])
 		}

@@ -252,11 +252,11 @@ func Train(ctx context.Context, cfg TrainConfig) (*Result, error) {
 		return nil, err
 	}
 	if cfg.Resume == "" {
-		if err := initFromData(model, ck.adapter, data.train, cfg.BatchSize, log); err != nil {
+		if ck.state.Inputs, err = initFromData(model, ck.adapter, data.train, cfg.BatchSize, log); err != nil {
 			return nil, err
 		}
 	}
-	loop, err := newLoop(model, ck.adapter, ck.opt, data.train, cfg)
+	loop, err := newLoop(model, ck.adapter, ck.opt, ck.state.Inputs, data.train, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -291,37 +291,56 @@ func Train(ctx context.Context, cfg TrainConfig) (*Result, error) {
 }
 
 // initFromData completes the initialisation of adapter a, the adapter of
-// model, with scaleDown on RMS values measured on the first training
-// batches.
-func initFromData(model *Model, a *adapterfile.Adapter, train []Example, batch int, log io.Writer) error {
-	var sum []float64
+// model, with fitToData on statistics measured on the first training
+// batches, and returns them (lrScales needs them for the whole run).
+func initFromData(model *Model, a *adapterfile.Adapter, train []Example, batch int, log io.Writer) (inputStats, error) {
+	var sq []float64
+	var sum [][]float64
 	n := 0
 	for i := 0; i+batch <= len(train) && n < initScaleBatches; i += batch {
 		b, err := NewBatch(a.SoftTokens, train[i:i+batch], 0)
 		if err != nil {
-			return err
+			return inputStats{}, err
 		}
-		rms, err := model.inputRMS(b)
+		rms, mean, err := model.inputStats(b)
 		if err != nil {
-			return err
+			return inputStats{}, err
 		}
-		if sum == nil {
-			sum = make([]float64, len(rms))
+		if sq == nil {
+			sq, sum = make([]float64, len(rms)), make([][]float64, len(rms))
+			for l := range sum {
+				sum[l] = make([]float64, len(mean[l]))
+			}
 		}
 		for l, r := range rms {
-			sum[l] += r * r
+			sq[l] += r * r
+			for j, x := range mean[l] {
+				sum[l][j] += float64(x)
+			}
 		}
 		n++
 	}
-	rms := make([]float64, len(sum))
-	for l := range sum {
-		rms[l] = math.Sqrt(sum[l] / float64(n))
+	if n == 0 {
+		return inputStats{}, fmt.Errorf("train: %d training examples, fewer than the batch size %d", len(train), batch)
 	}
-	fmt.Fprintf(log, "generator input RMS by layer: %.3g (down projections scaled by its inverse)\n", rms)
-	if err := scaleDown(a, rms); err != nil {
-		return err
+	var st inputStats
+	for l := range sq {
+		ms := sq[l] / float64(n)
+		mean := make([]float32, len(sum[l]))
+		meanSq := 0.0
+		for j, x := range sum[l] {
+			mean[j] = float32(x / float64(n))
+			meanSq += float64(mean[j]) * float64(mean[j])
+		}
+		st.RMS = append(st.RMS, math.Sqrt(ms))
+		st.Std = append(st.Std, math.Sqrt(ms-meanSq/float64(len(mean))))
+		st.Mean = append(st.Mean, mean)
 	}
-	return model.SetAdapter(a)
+	fmt.Fprintf(log, "generator inputs by layer: RMS %.3g, spread around the mean row %.3g (down projections centred and scaled by the spread, up projections scaled by the RMS; up biases start at the mean row)\n", st.RMS, st.Std)
+	if err := fitToData(a, st); err != nil {
+		return inputStats{}, err
+	}
+	return st, model.SetAdapter(a)
 }
 
 // runner holds a run of Train in progress.
@@ -578,6 +597,7 @@ type loop struct {
 	adapter *adapterfile.Adapter // the current values
 	values  []float32            // the same values, flat
 	decay   []bool
+	scale   []float32 // learning-rate factor of each value (lrScales)
 	opt     *adamW
 	train   []Example
 	cfg     TrainConfig
@@ -588,8 +608,9 @@ type loop struct {
 }
 
 // newLoop prepares the optimisation of model, whose adapter holds the
-// values of a, with optimizer state opt (opt.steps steps done).
-func newLoop(model *Model, a *adapterfile.Adapter, opt *adamW, train []Example, cfg TrainConfig) (*loop, error) {
+// values of a, with optimizer state opt (opt.steps steps done); inputs are
+// the statistics a was initialised with (lrScales needs them).
+func newLoop(model *Model, a *adapterfile.Adapter, opt *adamW, inputs inputStats, train []Example, cfg TrainConfig) (*loop, error) {
 	if model.adapter == nil {
 		return nil, errors.New("train: the model has no adapter")
 	}
@@ -602,12 +623,16 @@ func newLoop(model *Model, a *adapterfile.Adapter, opt *adamW, train []Example, 
 	if len(opt.m) != len(values) {
 		return nil, fmt.Errorf("train: optimizer state for %d values, adapter has %d", len(opt.m), len(values))
 	}
+	scale, err := lrScales(a, inputs)
+	if err != nil {
+		return nil, err
+	}
 	cur, err := emptyLike(a)
 	if err != nil {
 		return nil, err
 	}
 	unflatten(cur, values)
-	return &loop{model: model, adapter: cur, values: values, decay: decayMask(ps), opt: opt, train: train,
+	return &loop{model: model, adapter: cur, values: values, decay: decayMask(ps), scale: scale, opt: opt, train: train,
 		cfg: cfg, batches: nb, orderEpoch: -1}, nil
 }
 
@@ -637,7 +662,9 @@ func (l *loop) batch(k int) []Example {
 }
 
 // step makes optimizer step opt.steps+1: Accum batches, their gradients
-// averaged over all their response tokens, clipped, and an AdamW update.
+// averaged over all their response tokens and multiplied by the values'
+// learning-rate factors (the gradient in the units of lrScales), clipped,
+// and an AdamW update.
 func (l *loop) step() (stepStats, error) {
 	s := l.opt.steps
 	acc := make([]float64, len(l.values))
@@ -666,7 +693,7 @@ func (l *loop) step() (stepStats, error) {
 		i := 0
 		for _, p := range params(grad) {
 			for _, g := range p.data {
-				acc[i] += float64(g) * float64(n)
+				acc[i] += float64(g) * float64(l.scale[i]) * float64(n)
 				i++
 			}
 		}
@@ -681,7 +708,7 @@ func (l *loop) step() (stepStats, error) {
 	}
 	s0.gradNorm = clip(g, l.cfg.Optim.ClipNorm)
 	s0.lr = l.cfg.Optim.rate(s, l.cfg.Steps)
-	l.opt.update(l.cfg.Optim, l.values, g, l.decay, s0.lr)
+	l.opt.update(l.cfg.Optim, l.values, g, l.decay, l.scale, s0.lr)
 	unflatten(l.adapter, l.values)
 	if err := l.model.SetAdapter(l.adapter); err != nil {
 		return s0, err

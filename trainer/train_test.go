@@ -39,12 +39,16 @@ func TestLoopLowersLossFrozenBase(t *testing.T) {
 	examples := randomExamples(cfg, 53, [2]int{6, 3}, [2]int{4, 5}, [2]int{7, 2}, [2]int{5, 4},
 		[2]int{3, 6}, [2]int{8, 3}, [2]int{5, 5}, [2]int{6, 4})
 	all := mustBatch(t, 4, examples)
+	tc := TrainConfig{Steps: 40, BatchSize: 4, Accum: 2, Seed: 54, Optim: testOptim}
+	scale, err := initFromData(model, a, examples, tc.BatchSize, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
 	before, err := model.Loss(all)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc := TrainConfig{Steps: 40, BatchSize: 4, Accum: 2, Seed: 54, Optim: testOptim}
-	l, err := newLoop(model, a, newAdamW(a.NumParams()), examples, tc)
+	l, err := newLoop(model, a, newAdamW(a.NumParams()), scale, examples, tc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -419,5 +423,91 @@ func TestTrainedAdapterInRuntime(t *testing.T) {
 	}
 	if effect < 0.1 {
 		t.Errorf("the trained adapter changes the logits by at most %g", effect)
+	}
+}
+
+// TestScaledAdamIsAdamInFittedUnits checks the learning-rate factors of
+// adamW.update: a step on values p with factors s and gradient g·s is the
+// plain AdamW step on p/s with gradient g·s, multiplied back by s.
+func TestScaledAdamIsAdamInFittedUnits(t *testing.T) {
+	o := testOptim
+	p := []float32{0.5, -2, 30, 0.01}
+	g := []float32{0.3, -0.1, 2e-3, 5}
+	s := []float32{0.02, 1, 40, 3}
+	decay := []bool{true, false, true, true}
+	scaled, unit := slices.Clone(p), make([]float32, len(p))
+	gs := make([]float32, len(g))
+	for i := range p {
+		unit[i] = p[i] / s[i]
+		gs[i] = g[i] * s[i]
+	}
+	a, b := newAdamW(len(p)), newAdamW(len(p))
+	ones := []float32{1, 1, 1, 1}
+	for range 3 {
+		a.update(o, scaled, gs, decay, s, 1e-2)
+		b.update(o, unit, gs, decay, ones, 1e-2)
+	}
+	for i := range p {
+		if want := unit[i] * s[i]; math.Abs(float64(scaled[i]-want)) > 1e-5*math.Abs(float64(want))+1e-7 {
+			t.Errorf("value %d: %g with factor %g, want %g (AdamW on p/s)", i, scaled[i], s[i], want)
+		}
+		if scaled[i] == p[i] {
+			t.Errorf("value %d did not move", i)
+		}
+	}
+}
+
+// TestFitToDataAndLRScales checks the data-dependent initialisation and the
+// learning-rate factors that go with it, per layer and shared.
+func TestFitToDataAndLRScales(t *testing.T) {
+	st := inputStats{RMS: []float64{0.5, 4}, Std: []float64{0.25, 3}, Mean: [][]float32{{1, 2, 3, 4}, {-1, -2, -3, -4}}}
+	for _, share := range []string{ShareNone, ShareUpDown} {
+		a, err := NewAdapter(adapterfile.Config{Arch: "llama", SoftTokens: 2, Bottleneck: 3, Embd: 4, Layers: 2, Share: share}, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := flatten(a)
+		if err := fitToData(a, st); err != nil {
+			t.Fatal(err)
+		}
+		scale, err := lrScales(a, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := flatten(a)
+		i := 0
+		for _, p := range params(a) {
+			rms, std, mean := sharedScale(st.RMS), sharedScale(st.Std), []float32{0, 0, 0, 0} // shared: mean of the mean rows
+			if l, ok := layerOf(p.name); ok {
+				rms, std, mean = st.RMS[l], st.Std[l], st.Mean[l]
+			}
+			for j := range p.data {
+				var wantValue, wantScale float64 = float64(before[i]), 1
+				switch {
+				case strings.HasSuffix(p.name, "iapt_down.weight"):
+					wantValue, wantScale = float64(before[i])/std, 1/std
+				case strings.HasSuffix(p.name, "iapt_down.bias"):
+					// Z = H·Wdown + bdown is 0 for H = the mean row.
+					wantValue = 0
+					for k, x := range mean {
+						w0 := i - j - 4*3 // the 4×3 weights precede the bias
+						wantValue -= float64(x) * float64(before[w0+j*4+k]) / std
+					}
+				case strings.HasSuffix(p.name, "iapt_up.weight"):
+					wantValue, wantScale = float64(before[i])*rms, rms
+				case strings.HasSuffix(p.name, "iapt_up.bias"):
+					wantValue, wantScale = float64(mean[j]), rms
+				}
+				if math.Abs(float64(after[i])-wantValue) > 1e-5 || math.Abs(float64(scale[i])-wantScale) > 1e-6 {
+					t.Errorf("%s %s[%d]: value %g factor %g, want %g and %g", share, p.name, j, after[i], scale[i], wantValue, wantScale)
+				}
+				i++
+			}
+		}
+	}
+	a, _ := NewAdapter(adapterfile.Config{Arch: "llama", SoftTokens: 2, Bottleneck: 3, Embd: 4, Layers: 2, Share: ShareNone}, 7)
+	bad := inputStats{RMS: []float64{1, 1}, Std: []float64{1, 0}, Mean: st.Mean}
+	if err := fitToData(a, bad); err == nil || !strings.Contains(err.Error(), "layer 1") {
+		t.Errorf("zero spread: error %v, want one naming layer 1", err)
 	}
 }

@@ -5,6 +5,9 @@ import (
 	"os"
 	"runtime"
 
+	"github.com/iapt-go/iapt/adapterfile"
+	promptfmt "github.com/iapt-go/iapt/prompt"
+
 	"github.com/iapt-go/iapt/bridge"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -56,11 +59,14 @@ func newGenerateCmd() *cobra.Command {
 			}
 			text := prompt
 			if chat {
-				tmpl := ""
+				// The same choice as training and serving: the adapter's
+				// template, else the model's, else the default.
+				adapterTmpl := ""
 				if adapter != nil {
-					tmpl, _ = adapter.Meta("adapter.iapt.prompt_template")
+					adapterTmpl, _ = adapter.Meta(adapterfile.PromptTemplateKey)
 				}
-				if text, err = model.ApplyChatTemplate(tmpl, []bridge.ChatMessage{{Role: "user", Content: prompt}}, true); err != nil {
+				tmpl := promptfmt.Choose(adapterTmpl, model.Info().ChatTemplate)
+				if text, err = promptfmt.Render(tmpl, []bridge.ChatMessage{{Role: "user", Content: prompt}}); err != nil {
 					return err
 				}
 			}
@@ -97,7 +103,7 @@ func newGenerateCmd() *cobra.Command {
 	f.IntVarP(&threads, "threads", "t", 1, "CPU threads for generation (small models decode fastest on 1; llama.cpp's threads spin while waiting, so more threads than free cores stall)")
 	f.IntVar(&threadsBatch, "threads-batch", runtime.NumCPU(), "CPU threads for prompt processing")
 	f.IntVar(&nctx, "ctx", 0, "context size (0 = the model's)")
-	f.BoolVar(&chat, "chat", false, "render the prompt as a user turn with the chat template")
+	f.BoolVar(&chat, "chat", false, "render the prompt as a user turn: with the adapter's prompt template, else the model's chat template, else the default instruction template")
 	f.BoolVarP(&verbose, "verbose", "v", false, "show llama.cpp's log")
 	samp.register(f)
 	return cmd

@@ -58,10 +58,18 @@ curve.png (loss and metric curves) and checkpoint/ (every
 the current step first). --resume RUN/checkpoint continues exactly where the
 run stopped: run the same command with --resume added.
 
+Initialisation from the data: before the first step, the generator inputs
+(each layer's instruction rows) are measured on a few training batches; the
+down projections are centred on the mean row and scaled to unit spread, and
+each soft token starts as the mean instruction row plus a small
+instruction-dependent part. The learning rate is relative to those scales
+(Adam in units where every layer's generator is of unit size), so one rate
+suits every layer although hidden-state sizes differ by 15x in stories15M.
+
 Defaults: 4 soft tokens per layer as in the paper. The paper's learning rate,
 1e-4, is for LLaMA-2 7B with a bottleneck of 320; for stories15M (d=288) with
-a bottleneck of 64, 2e-3 works better: the generators start near zero and a
-small model needs larger steps to move them in a few hundred steps.`,
+a bottleneck of 64, 2e-3 to 3e-3 works well in a few hundred steps (the
+README's adapters: 3e-3).`,
 		Example: `  iapt train --model models/stories15M-q8_0.gguf --train data/imdb/train.jsonl --eval data/imdb/eval.jsonl \
       --task sentiment --steps 300 --out adapters/imdb.iapt.gguf
   iapt train ... --resume adapters/imdb.iapt.run/checkpoint     # the same options, continued`,
