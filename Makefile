@@ -147,7 +147,7 @@ resume-flag = $(if $(RESUME),--resume $(basename $(1)).run/checkpoint)
 train-imdb: $(DATA)/imdb/train.jsonl | $(BIN) $(MODEL_Q8)
 	@mkdir -p $(ADAPTERS)
 	$(BIN) train --model $(MODEL_Q8) --train $(DATA)/imdb/train.jsonl --eval $(DATA)/imdb/eval.jsonl \
-	  --task sentiment --no-eos-loss --batch 16 --steps 220 --lr 3e-3 --warmup 20 \
+	  --task sentiment --no-eos-loss --batch 16 --steps 220 --lr 1e-3 --warmup 20 \
 	  --eval-every 40 --eval-examples 200 --metric-examples 200 \
 	  --checkpoint-every 40 --out $(IMDB_ADAPTER) $(call resume-flag,$(IMDB_ADAPTER))
 
