@@ -26,7 +26,9 @@ type Record struct {
 	Step      int     `json:"step"`
 	Epoch     float64 `json:"epoch"`
 	TrainLoss float64 `json:"train_loss"`
-	// GradNorm is the global gradient norm before clipping.
+	// GradNorm is the global gradient norm before clipping, in the
+	// optimizer's units (each value's gradient times its learning-rate
+	// factor, see lrScales).
 	GradNorm     float64 `json:"grad_norm"`
 	LR           float64 `json:"lr"`
 	TokensPerSec float64 `json:"tokens_per_s"`
