@@ -38,7 +38,9 @@ func (c Config) CheckAdapter(ac adapterfile.Config) error {
 	return nil
 }
 
-// upInitStd is the standard deviation of the initial up-projection weights.
+// upInitStd is the standard deviation of the up-projection weights drawn by
+// NewAdapter, relative to the layer's hidden-state RMS once fitToData has
+// scaled them.
 const upInitStd = 0.02
 
 // NewAdapter returns an adapter of configuration c with the first part of
