@@ -87,34 +87,37 @@ type param struct {
 	// that weight decay applies to; biases and rational coefficients are
 	// not decayed.
 	matrix bool
+	// layer is the tensor's layer, or -1 for the shared projections of
+	// share "updown".
+	layer int
 }
 
 // params lists the tensors of an adapter in a fixed order: the order of the
 // model's trainable variables and of the optimizer's flat vectors.
 func params(a *adapterfile.Adapter) []param {
 	d, r, m := a.Embd, a.Bottleneck, a.SoftTokens
-	upDown := func(prefix string, u *adapterfile.UpDown) []param {
+	upDown := func(prefix string, u *adapterfile.UpDown, layer int) []param {
 		return []param{
-			{prefix + "iapt_down.weight", []int{d, r}, u.DownW, true},
-			{prefix + "iapt_down.bias", []int{r}, u.DownB, false},
-			{prefix + "iapt_up.weight", []int{r, d}, u.UpW, true},
-			{prefix + "iapt_up.bias", []int{d}, u.UpB, false},
+			{prefix + "iapt_down.weight", []int{d, r}, u.DownW, true, layer},
+			{prefix + "iapt_down.bias", []int{r}, u.DownB, false, layer},
+			{prefix + "iapt_up.weight", []int{r, d}, u.UpW, true, layer},
+			{prefix + "iapt_up.bias", []int{d}, u.UpB, false, layer},
 		}
 	}
 	var ps []param
 	if a.Share == ShareUpDown {
-		ps = upDown("", &a.Shared)
+		ps = upDown("", &a.Shared, -1)
 	}
 	for l := range a.Layers {
 		ly := &a.Layers[l]
 		p := fmt.Sprintf("blk.%d.", l)
 		if a.Share != ShareUpDown {
-			ps = append(ps, upDown(p, &ly.UpDown)...)
+			ps = append(ps, upDown(p, &ly.UpDown, l)...)
 		}
 		ps = append(ps,
-			param{p + "iapt_pool.weight", []int{r, m}, ly.PoolW, true},
-			param{p + "iapt_rat_num", []int{len(ly.RatNum)}, ly.RatNum[:], false},
-			param{p + "iapt_rat_den", []int{len(ly.RatDen)}, ly.RatDen[:], false},
+			param{p + "iapt_pool.weight", []int{r, m}, ly.PoolW, true, l},
+			param{p + "iapt_rat_num", []int{len(ly.RatNum)}, ly.RatNum[:], false, l},
+			param{p + "iapt_rat_den", []int{len(ly.RatDen)}, ly.RatDen[:], false, l},
 		)
 	}
 	return ps
@@ -258,10 +261,11 @@ func lrScales(a *adapterfile.Adapter, st inputStats) ([]float32, error) {
 		return nil, err
 	}
 	var out []float32
+	sharedRMS, sharedStd := sharedScale(st.RMS), sharedScale(st.Std)
 	for _, p := range params(a) {
-		rms, std := sharedScale(st.RMS), sharedScale(st.Std)
-		if l, ok := layerOf(p.name); ok {
-			rms, std = st.RMS[l], st.Std[l]
+		rms, std := sharedRMS, sharedStd
+		if p.layer >= 0 {
+			rms, std = st.RMS[p.layer], st.Std[p.layer]
 		}
 		f := 1.0
 		switch {
@@ -275,13 +279,4 @@ func lrScales(a *adapterfile.Adapter, st inputStats) ([]float32, error) {
 		}
 	}
 	return out, nil
-}
-
-// layerOf returns the layer of a per-layer tensor name ("blk.N.…").
-func layerOf(name string) (int, bool) {
-	var l int
-	if _, err := fmt.Sscanf(name, "blk.%d.", &l); err != nil {
-		return 0, false
-	}
-	return l, true
 }

@@ -28,12 +28,7 @@ func TestParityWithRuntime(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rt.Close()
-	// Flash attention off: llama.cpp's CPU flash attention rounds through
-	// F16 (base-model logits then differ by ~1e-2 instead of ~1e-5).
-	ctx, err := rt.NewContext(bridge.ContextParams{NCtx: 256, TypeK: "f32", TypeV: "f32", FlashAttn: "off", Threads: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx := trainer.ParityContext(t, rt)
 	defer ctx.Close()
 	instructions := []string{
 		"Hi",

@@ -6,9 +6,8 @@ import (
 	"runtime"
 
 	"github.com/iapt-go/iapt/adapterfile"
-	promptfmt "github.com/iapt-go/iapt/prompt"
-
 	"github.com/iapt-go/iapt/bridge"
+	promptfmt "github.com/iapt-go/iapt/prompt"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
