@@ -147,13 +147,13 @@ resume-flag = $(if $(RESUME),--resume $(basename $(1)).run/checkpoint)
 train-imdb: $(DATA)/imdb/train.jsonl | $(BIN) $(MODEL_Q8)
 	@mkdir -p $(ADAPTERS)
 	$(BIN) train --model $(MODEL_Q8) --train $(DATA)/imdb/train.jsonl --eval $(DATA)/imdb/eval.jsonl \
-	  --task sentiment --no-eos-loss --batch 16 --steps 220 --lr 1e-3 --warmup 20 \
+	  --task sentiment --no-eos-loss --batch 16 --steps 220 --lr 1e-3 --rational-lr 1 --warmup 20 \
 	  --eval-every 40 --eval-examples 200 --metric-examples 200 \
 	  --checkpoint-every 40 --out $(IMDB_ADAPTER) $(call resume-flag,$(IMDB_ADAPTER))
 
 train-stories: $(DATA)/stories/train.jsonl | $(BIN) $(MODEL_F32)
 	@mkdir -p $(ADAPTERS)
 	$(BIN) train --model $(MODEL_F32) --train $(DATA)/stories/train.jsonl --eval $(DATA)/stories/eval.jsonl \
-	  --task stories --no-eos-loss --batch 4 --steps 160 --lr 3e-3 --warmup 20 \
+	  --task stories --no-eos-loss --batch 4 --steps 160 --lr 3e-3 --rational-lr 1 --warmup 20 \
 	  --eval-every 40 --eval-examples 100 --metric-examples 60 --final-examples 200 \
 	  --checkpoint-every 40 --out $(STORIES_ADAPTER) $(call resume-flag,$(STORIES_ADAPTER))

@@ -252,11 +252,13 @@ func sharedScale(scale []float64) float64 {
 // lrScales returns, in flatten order, the factor of the learning rate of
 // every value of adapter a, given the input statistics fitToData
 // initialised it with: 1/Std for the down weights, RMS for the up weights
-// and bias, 1 for the rest. This is Adam on the adapter re-expressed in the
-// units of that initialisation (Wdown = W'/Std, Wup = RMS·W', bup = RMS·b'),
-// so that one learning rate moves every layer's generator by the same
-// relative amount, whatever the scale of its hidden states.
-func lrScales(a *adapterfile.Adapter, st inputStats) ([]float32, error) {
+// and bias, rational for the rational coefficients, 1 for the rest. This is
+// Adam on the adapter re-expressed in the units of that initialisation
+// (Wdown = W'/Std, Wup = RMS·W', bup = RMS·b'), so that one learning rate
+// moves every layer's generator by the same relative amount, whatever the
+// scale of its hidden states; see OptimConfig.RationalLR for the rational
+// factor.
+func lrScales(a *adapterfile.Adapter, st inputStats, rational float64) ([]float32, error) {
 	if err := st.validate(len(a.Layers), a.Embd); err != nil {
 		return nil, err
 	}
@@ -273,6 +275,8 @@ func lrScales(a *adapterfile.Adapter, st inputStats) ([]float32, error) {
 			f = 1 / std
 		case strings.HasSuffix(p.name, "iapt_up.weight"), strings.HasSuffix(p.name, "iapt_up.bias"):
 			f = rms
+		case strings.HasSuffix(p.name, "iapt_rat_num"), strings.HasSuffix(p.name, "iapt_rat_den"):
+			f = rational
 		}
 		for range p.data {
 			out = append(out, float32(f))

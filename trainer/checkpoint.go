@@ -28,7 +28,7 @@ const (
 )
 
 // stateVersion is the version of the state.json layout.
-const stateVersion = 2
+const stateVersion = 3
 
 // trajectory is what determines the parameters a run produces, step by
 // step: a resumed run must have the same.

@@ -623,7 +623,7 @@ func newLoop(model *Model, a *adapterfile.Adapter, opt *adamW, inputs inputStats
 	if len(opt.m) != len(values) {
 		return nil, fmt.Errorf("train: optimizer state for %d values, adapter has %d", len(opt.m), len(values))
 	}
-	scale, err := lrScales(a, inputs)
+	scale, err := lrScales(a, inputs, cfg.Optim.RationalLR)
 	if err != nil {
 		return nil, err
 	}

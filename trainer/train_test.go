@@ -23,7 +23,7 @@ import (
 
 // testOptim is the optimizer of the training tests.
 var testOptim = OptimConfig{LR: 1e-2, Warmup: 2, Schedule: ScheduleCosine, WeightDecay: 0.01,
-	Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, ClipNorm: 1}
+	Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, ClipNorm: 1, RationalLR: 0.1}
 
 // TestLoopLowersLossFrozenBase runs the training loop on a tiny random model
 // and a fixed set of examples: the loss drops, the adapter's values are the
@@ -110,6 +110,8 @@ func TestOptimConfig(t *testing.T) {
 		func(o *OptimConfig) { o.Schedule = "step" },
 		func(o *OptimConfig) { o.Beta2 = 1 },
 		func(o *OptimConfig) { o.ClipNorm = -1 },
+		func(o *OptimConfig) { o.RationalLR = -0.1 },
+		func(o *OptimConfig) { o.RationalLR = math.Inf(1) },
 	} {
 		c := testOptim
 		bad(&c)
@@ -467,7 +469,7 @@ func TestFitToDataAndLRScales(t *testing.T) {
 		if err := fitToData(a, st); err != nil {
 			t.Fatal(err)
 		}
-		scale, err := lrScales(a, st)
+		scale, err := lrScales(a, st, 0.25)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -494,6 +496,8 @@ func TestFitToDataAndLRScales(t *testing.T) {
 					wantValue, wantScale = float64(before[i])*rms, rms
 				case strings.HasSuffix(p.name, "iapt_up.bias"):
 					wantValue, wantScale = float64(mean[j]), rms
+				case strings.Contains(p.name, "iapt_rat_"):
+					wantScale = 0.25
 				}
 				if math.Abs(float64(after[i])-wantValue) > 1e-5 || math.Abs(float64(scale[i])-wantScale) > 1e-6 {
 					t.Errorf("%s %s[%d]: value %g factor %g, want %g and %g", share, p.name, j, after[i], scale[i], wantValue, wantScale)

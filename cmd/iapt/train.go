@@ -65,11 +65,15 @@ each soft token starts as the mean instruction row plus a small
 instruction-dependent part. The learning rate is relative to those scales
 (Adam in units where every layer's generator is of unit size), so one rate
 suits every layer although hidden-state sizes differ by 15x in stories15M.
+The rational activations' coefficients learn at --rational-lr times that
+rate: each acts on all pooled values of its layer at once (the high ones on
+their fifth power), and at the full rate they dominated the gradient norm
+10-30x and made the loss spike.
 
 Defaults: 4 soft tokens per layer as in the paper. The paper's learning rate,
 1e-4, is for LLaMA-2 7B with a bottleneck of 320; for stories15M (d=288) with
-a bottleneck of 64, 2e-3 to 3e-3 works well in a few hundred steps (the
-README's adapters: 3e-3).`,
+a bottleneck of 64, 1e-3 to 3e-3 works well in a few hundred steps (the
+README's adapters: 3e-3 for stories, 1e-3 for sentiment).`,
 		Example: `  iapt train --model models/stories15M-q8_0.gguf --train data/imdb/train.jsonl --eval data/imdb/eval.jsonl \
       --task sentiment --steps 300 --out adapters/imdb.iapt.gguf
   iapt train ... --resume adapters/imdb.iapt.run/checkpoint     # the same options, continued`,
@@ -148,6 +152,7 @@ README's adapters: 3e-3).`,
 	f.Float64Var(&cfg.Optim.Beta2, "beta2", 0.999, "AdamW beta2")
 	f.Float64Var(&cfg.Optim.Eps, "adam-eps", 1e-8, "AdamW epsilon")
 	f.Float64Var(&cfg.Optim.ClipNorm, "clip", 1, "clip gradients to this global L2 norm (0 = off)")
+	f.Float64Var(&cfg.Optim.RationalLR, "rational-lr", 0.1, "learning-rate factor of the rational activations' coefficients (0 = frozen at GELU; see --help)")
 	f.IntVar(&cfg.EvalEvery, "eval-every", 50, "steps between evaluations (0 = only at the end)")
 	f.IntVar(&cfg.EvalExamples, "eval-examples", 100, "evaluation examples for the loss (0 = all)")
 	f.StringVar(&cfg.Task, "task", trainer.TaskNone, "metric of greedy answers: sentiment (label accuracy), stories (instruction-following rate) or none")
