@@ -67,8 +67,8 @@ instruction-dependent part. The learning rate is relative to those scales
 suits every layer although hidden-state sizes differ by 15x in stories15M.
 The rational activations' coefficients learn at --rational-lr times that
 rate: each acts on all pooled values of its layer at once (the high ones on
-their fifth power), and at the full rate they dominated the gradient norm
-10-30x and made the loss spike.
+their fifth power), and at the full rate their gradient was 7-10x that of
+any other group of values and the loss spiked.
 
 Defaults: 4 soft tokens per layer as in the paper. The paper's learning rate,
 1e-4, is for LLaMA-2 7B with a bottleneck of 320; for stories15M (d=288) with
