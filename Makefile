@@ -154,6 +154,6 @@ train-imdb: $(DATA)/imdb/train.jsonl | $(BIN) $(MODEL_Q8)
 train-stories: $(DATA)/stories/train.jsonl | $(BIN) $(MODEL_F32)
 	@mkdir -p $(ADAPTERS)
 	$(BIN) train --model $(MODEL_F32) --train $(DATA)/stories/train.jsonl --eval $(DATA)/stories/eval.jsonl \
-	  --task stories --no-eos-loss --batch 4 --steps 160 --lr 3e-3 --rational-lr 1 --warmup 20 \
+	  --task stories --no-eos-loss --batch 4 --steps 160 --lr 3e-3 --warmup 20 \
 	  --eval-every 40 --eval-examples 100 --metric-examples 60 --final-examples 200 \
 	  --checkpoint-every 40 --out $(STORIES_ADAPTER) $(call resume-flag,$(STORIES_ADAPTER))
