@@ -74,41 +74,16 @@ func loadData(rt *bridge.Model, cfg *TrainConfig, log io.Writer) (*trainData, er
 	if evalName == "" {
 		evalName = cfg.TrainData + " (held out)"
 	}
-	// The evaluation pairs are encoded one by one to keep each example's
-	// texts; Encode's report sums them up.
-	_, erep, err := enc.Encode(evalPairs, opts)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", evalName, err)
-	}
-	fmt.Fprintf(log, "evaluation set: %s\n", erep)
-	for _, p := range evalPairs {
-		ex, _, err := enc.Encode([]dataset.Pair{p}, opts)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", evalName, err)
-		}
-		if len(ex) == 0 {
-			continue // too long, counted in the report
-		}
-		var instr string
-		for _, m := range p.Messages {
-			if m.Role == "user" {
-				instr = m.Content
-			}
-		}
-		d.eval = append(d.eval, evalExample{Example: Example(ex[0]), instruction: instr, response: p.Response})
+	if d.eval, err = encodeEval(enc, evalPairs, opts, evalName, log); err != nil {
+		return nil, err
 	}
 	if cfg.NoEOSLoss {
 		eos := rt.Info().EOS
-		strip := func(e *Example) {
-			if n := len(e.Response); n > 1 && e.Response[n-1] == eos {
-				e.Response = e.Response[:n-1]
-			}
-		}
 		for i := range d.train {
-			strip(&d.train[i])
+			stripEOS(&d.train[i], eos)
 		}
 		for i := range d.eval {
-			strip(&d.eval[i].Example)
+			stripEOS(&d.eval[i].Example, eos)
 		}
 	}
 	switch {
@@ -132,4 +107,41 @@ func loadData(rt *bridge.Model, cfg *TrainConfig, log io.Writer) (*trainData, er
 	}
 	d.hash = hex.EncodeToString(h.Sum(nil))
 	return d, nil
+}
+
+// encodeEval encodes evaluation pairs with enc one by one, to keep each
+// example's texts for the task metric; name is their file, for messages.
+// Examples too long for opts are left out and counted on log.
+func encodeEval(enc *dataset.Encoder, pairs []dataset.Pair, opts dataset.EncodeOptions, name string, log io.Writer) ([]evalExample, error) {
+	_, rep, err := enc.Encode(pairs, opts)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	fmt.Fprintf(log, "evaluation set: %s\n", rep)
+	var out []evalExample
+	for _, p := range pairs {
+		ex, _, err := enc.Encode([]dataset.Pair{p}, opts)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		if len(ex) == 0 {
+			continue // too long, counted in the report
+		}
+		var instr string
+		for _, m := range p.Messages {
+			if m.Role == "user" {
+				instr = m.Content
+			}
+		}
+		out = append(out, evalExample{Example: Example(ex[0]), instruction: instr, response: p.Response})
+	}
+	return out, nil
+}
+
+// stripEOS removes the end-of-sequence token eos that ends e's response,
+// unless it is the whole response.
+func stripEOS(e *Example, eos int32) {
+	if n := len(e.Response); n > 1 && e.Response[n-1] == eos {
+		e.Response = e.Response[:n-1]
+	}
 }

@@ -3,10 +3,13 @@ package trainer
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"slices"
 
+	"github.com/iapt-go/iapt/adapterfile"
 	"github.com/iapt-go/iapt/bridge"
+	"github.com/iapt-go/iapt/dataset"
 	"github.com/iapt-go/iapt/tasks"
 )
 
@@ -26,8 +29,21 @@ const (
 // TrainConfig.MetricTokens is 0: enough for a label, or for a story.
 var defaultMetricTokens = map[string]int{TaskSentiment: 4, TaskStories: 150}
 
+// knownTask reports whether task is one of the Task constants.
+func knownTask(task string) bool {
+	return task == TaskSentiment || task == TaskStories || task == TaskNone
+}
+
+// unknownTask describes the error of an unknown task.
+func unknownTask(task string) string {
+	return fmt.Sprintf("task %q: want %q, %q or %q", task, TaskSentiment, TaskStories, TaskNone)
+}
+
 // metricName names a task's metric in logs and plots.
 var metricName = map[string]string{TaskSentiment: "accuracy", TaskStories: "instruction-following rate"}
+
+// MetricName names the metric of task ("" for TaskNone or an unknown task).
+func MetricName(task string) string { return metricName[task] }
 
 // EvalResult is an evaluation of an adapter (or of the bare base model) on
 // held-out examples, computed by the llama.cpp runtime.
@@ -182,4 +198,83 @@ func (e *evaluator) answer(a *bridge.Adapter, prompt []int32) (string, error) {
 		toks = toks[:i]
 	}
 	return e.rt.Detokenize(toks, true, false)
+}
+
+// EvalConfig is the evaluation of a trained adapter on held-out data,
+// compared with the bare base model (Evaluate).
+type EvalConfig struct {
+	// BaseModel is the adapter's GGUF base model, Adapter the adapter file
+	// and Data the JSONL examples (the training data format).
+	BaseModel, Adapter, Data string
+	// Examples is the number of examples used, the first ones (0: all).
+	Examples int
+	// Task is the metric of greedy answers of at most MetricTokens tokens
+	// (0: the task's default), as in TrainConfig.
+	Task         string
+	MetricTokens int
+	// NoEOSLoss leaves the EOS token that ends each response out of the
+	// loss, as TrainConfig.NoEOSLoss does.
+	NoEOSLoss bool
+	// Threads is the runtime's CPU thread count.
+	Threads int
+}
+
+// Evaluate computes, with the runtime, the loss of cfg.Data's responses and
+// the task metric of greedy answers with the adapter and with the bare base
+// model: the held-out comparison that Train prints at its end, for any
+// adapter file (a checkpoint, another data set). Prompts are rendered with
+// the template stored in the adapter, as serving does. It reports on log
+// what it read and dropped.
+func Evaluate(ctx context.Context, cfg EvalConfig, log io.Writer) (adapter, base EvalResult, err error) {
+	switch {
+	case !knownTask(cfg.Task):
+		return adapter, base, fmt.Errorf("evaluate: %s", unknownTask(cfg.Task))
+	case cfg.Examples < 0 || cfg.MetricTokens < 0:
+		return adapter, base, fmt.Errorf("evaluate: examples %d, metric tokens %d: must not be negative", cfg.Examples, cfg.MetricTokens)
+	}
+	rt, err := bridge.LoadModel(cfg.BaseModel, bridge.ModelParams{NoRepack: true})
+	if err != nil {
+		return adapter, base, err
+	}
+	defer rt.Close()
+	ra, err := rt.LoadAdapter(cfg.Adapter)
+	if err != nil {
+		return adapter, base, err
+	}
+	defer ra.Close()
+	tmpl, _ := ra.Meta(adapterfile.PromptTemplateKey)
+	pairs, rep, err := dataset.Load(cfg.Data, dataset.LoadOptions{})
+	if err != nil {
+		return adapter, base, err
+	}
+	fmt.Fprintln(log, rep)
+	enc, err := dataset.NewEncoder(rt, tmpl)
+	if err != nil {
+		return adapter, base, err
+	}
+	exs, err := encodeEval(enc, pairs, dataset.EncodeOptions{SoftTokens: ra.SoftTokens}, cfg.Data, log)
+	if err != nil {
+		return adapter, base, err
+	}
+	if len(exs) == 0 {
+		return adapter, base, fmt.Errorf("%s: no usable examples", cfg.Data)
+	}
+	exs = firstN(exs, cfg.Examples)
+	if cfg.NoEOSLoss {
+		for i := range exs {
+			stripEOS(&exs[i].Example, rt.Info().EOS)
+		}
+	}
+	ev, err := newEvaluator(rt, cfg.Task, cfg.MetricTokens, cfg.Threads)
+	if err != nil {
+		return adapter, base, err
+	}
+	defer ev.Close()
+	if adapter, err = ev.evaluate(ctx, ra, exs, exs); err != nil {
+		return adapter, base, fmt.Errorf("evaluating %s: %w", cfg.Adapter, err)
+	}
+	if base, err = ev.evaluate(ctx, nil, exs, exs); err != nil {
+		return adapter, base, fmt.Errorf("evaluating the base model: %w", err)
+	}
+	return adapter, base, nil
 }

@@ -163,8 +163,7 @@ func (c *TrainConfig) validate() error {
 		{c.Accum <= 0, fmt.Sprintf("gradient accumulation %d must be positive", c.Accum)},
 		{c.EvalEvery < 0 || c.EvalExamples < 0 || c.MetricExamples < 0 || c.MetricTokens < 0 || c.Patience < 0 || c.CheckpointEvery < 0,
 			"evaluation and checkpoint intervals and counts must not be negative"},
-		{c.Task != TaskSentiment && c.Task != TaskStories && c.Task != TaskNone,
-			fmt.Sprintf("task %q: want %q, %q or %q", c.Task, TaskSentiment, TaskStories, TaskNone)},
+		{!knownTask(c.Task), unknownTask(c.Task)},
 		{c.Threads < 0, fmt.Sprintf("threads %d must not be negative", c.Threads)},
 	}
 	for _, ch := range checks {

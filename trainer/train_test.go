@@ -308,10 +308,33 @@ func TestTrainedAdapterInRuntime(t *testing.T) {
 	path := testmodels.Path(t, testmodels.StoriesF32)
 	cfg := tinyTrainConfig(t, path)
 	cfg.Steps, cfg.Accum, cfg.EvalEvery, cfg.Task, cfg.Share = 3, 1, 0, TaskNone, ShareNone
+	cfg.FinalExamples = 0
 	cfg.Optim.LR = 0.05 // large steps, so that the adapter changes the logits clearly
 	res, err := Train(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// iapt eval computes Train's final comparison from the files alone.
+	ea, eb, err := Evaluate(context.Background(), EvalConfig{BaseModel: path, Adapter: cfg.Out, Data: cfg.EvalData, Task: TaskNone, Threads: 1}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Adapter == nil || res.Base == nil || ea.Loss != res.Adapter.Loss || eb.Loss != res.Base.Loss || ea.LossExamples != res.Adapter.LossExamples {
+		t.Errorf("Evaluate: adapter %+v, base %+v; Train's final comparison: adapter %+v, base %+v", ea, eb, res.Adapter, res.Base)
+	}
+	if ea.Loss == eb.Loss {
+		t.Errorf("Evaluate: the adapter's loss %.4f is the base model's", ea.Loss)
+	}
+	for _, bad := range []EvalConfig{
+		{BaseModel: path, Adapter: cfg.Out, Data: cfg.EvalData, Task: "summary"},
+		{BaseModel: path, Adapter: cfg.Out, Data: cfg.EvalData, Task: TaskNone, Examples: -1},
+		{BaseModel: path, Adapter: cfg.Out + ".missing", Data: cfg.EvalData, Task: TaskNone},
+	} {
+		if _, _, err := Evaluate(context.Background(), bad, io.Discard); err == nil {
+			t.Errorf("Evaluate(%+v): no error", bad)
+		} else {
+			t.Logf("Evaluate(%+v): %v", bad, err)
+		}
 	}
 	a, err := adapterfile.Read(cfg.Out)
 	if err != nil {
