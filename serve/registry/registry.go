@@ -18,12 +18,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/iapt-go/iapt/adapterfile"
 	"github.com/iapt-go/iapt/bridge"
 )
-
-// PromptTemplateKey is the adapter metadata key of the prompt template the
-// adapter was trained with (shared/IAPT-SPEC.md).
-const PromptTemplateKey = "adapter.iapt.prompt_template"
 
 // Errors that callers tell apart with errors.Is.
 var (
@@ -134,7 +131,7 @@ func (r *Registry) Load(name, path string) (Info, error) {
 	if err != nil {
 		return Info{}, fmt.Errorf("%w %q: %v", ErrInvalid, name, err)
 	}
-	tmpl, _ := a.Meta(PromptTemplateKey)
+	tmpl, _ := a.Meta(adapterfile.PromptTemplateKey)
 	e := &entry{adapter: a, info: Info{
 		Name: name, Path: full, SoftTokens: a.SoftTokens, Bottleneck: a.Bottleneck,
 		Params: a.Params, Template: tmpl, Loaded: time.Now(),

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/iapt-go/iapt/adapterfile"
 	"github.com/iapt-go/iapt/internal/testmodels"
 	"github.com/iapt-go/iapt/serve/servetest"
 )
@@ -34,7 +35,7 @@ func TestNames(t *testing.T) {
 func TestLeases(t *testing.T) {
 	m := testmodels.Load(t, testmodels.StoriesQ8)
 	dir := t.TempDir()
-	servetest.WriteAdapter(t, m, dir, "a", 1, map[string]string{PromptTemplateKey: "chatml"})
+	servetest.WriteAdapter(t, m, dir, "a", 1, map[string]string{adapterfile.PromptTemplateKey: "chatml"})
 	servetest.WriteAdapter(t, m, dir, "b", 2, nil)
 	var count int
 	r := New(m, dir, func(n int) { count = n })
