@@ -261,8 +261,9 @@ func Evaluate(ctx context.Context, cfg EvalConfig, log io.Writer) (adapter, base
 	}
 	exs = firstN(exs, cfg.Examples)
 	if cfg.NoEOSLoss {
+		eos := rt.Info().EOS
 		for i := range exs {
-			stripEOS(&exs[i].Example, rt.Info().EOS)
+			stripEOS(&exs[i].Example, eos)
 		}
 	}
 	ev, err := newEvaluator(rt, cfg.Task, cfg.MetricTokens, cfg.Threads)
@@ -270,11 +271,21 @@ func Evaluate(ctx context.Context, cfg EvalConfig, log io.Writer) (adapter, base
 		return adapter, base, err
 	}
 	defer ev.Close()
-	if adapter, err = ev.evaluate(ctx, ra, exs, exs); err != nil {
+	if adapter, base, err = ev.compare(ctx, ra, exs); err != nil {
 		return adapter, base, fmt.Errorf("evaluating %s: %w", cfg.Adapter, err)
 	}
-	if base, err = ev.evaluate(ctx, nil, exs, exs); err != nil {
-		return adapter, base, fmt.Errorf("evaluating the base model: %w", err)
+	return adapter, base, nil
+}
+
+// compare evaluates adapter a and the bare base model on the same
+// examples, loss and metric: the held-out comparison of Train's end and of
+// Evaluate.
+func (e *evaluator) compare(ctx context.Context, a *bridge.Adapter, exs []evalExample) (adapter, base EvalResult, err error) {
+	if adapter, err = e.evaluate(ctx, a, exs, exs); err != nil {
+		return adapter, base, err
+	}
+	if base, err = e.evaluate(ctx, nil, exs, exs); err != nil {
+		return adapter, base, fmt.Errorf("base model: %w", err)
 	}
 	return adapter, base, nil
 }

@@ -560,18 +560,14 @@ func (r *runner) finish(ctx context.Context, res *Result) error {
 		return nil
 	}
 	exs := firstN(r.data.eval, cfg.FinalExamples)
-	var a EvalResult
+	var a, b EvalResult
 	err := r.withAdapter(out, func(ra *bridge.Adapter) error {
 		var err error
-		a, err = r.ev.evaluate(ctx, ra, exs, exs)
+		a, b, err = r.ev.compare(ctx, ra, exs)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("final evaluation: %w", err)
-	}
-	b, err := r.ev.evaluate(ctx, nil, exs, exs)
-	if err != nil {
-		return fmt.Errorf("final evaluation of the base model: %w", err)
 	}
 	res.Adapter, res.Base = &a, &b
 	line := fmt.Sprintf("held-out comparison on %d examples: eval loss base %.4f, adapter %.4f", len(exs), b.Loss, a.Loss)
