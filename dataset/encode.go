@@ -115,6 +115,9 @@ type EncodeReport struct {
 	// Pairs is the number of pairs given, Kept the number of examples
 	// returned.
 	Pairs, Kept int
+	// Index holds, for each returned example, the index of its pair in the
+	// pairs given.
+	Index []int
 	// TooLong counts the pairs dropped for exceeding MaxLen; TooLongLines
 	// holds the first few of their lines (Pair.Line).
 	TooLong      int
@@ -151,7 +154,7 @@ func (e *Encoder) Encode(pairs []Pair, o EncodeOptions) ([]Example, EncodeReport
 		rep.MaxLen = ctx
 	}
 	out := make([]Example, 0, len(pairs))
-	for _, p := range pairs {
+	for i, p := range pairs {
 		ex, err := e.Example(p.Messages, p.Response)
 		if err != nil {
 			return nil, rep, fmt.Errorf("dataset: line %d: %w", p.Line, err)
@@ -167,6 +170,7 @@ func (e *Encoder) Encode(pairs []Pair, o EncodeOptions) ([]Example, EncodeReport
 		rep.Instruction.add(len(ex.Instruction))
 		rep.Response.add(len(ex.Response))
 		rep.Total.add(n)
+		rep.Index = append(rep.Index, i)
 		out = append(out, ex)
 	}
 	rep.Kept = len(out)

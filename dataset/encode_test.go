@@ -96,6 +96,9 @@ func TestEncodeLengthLimit(t *testing.T) {
 	if len(exs) != 7 || rep.Kept != 7 || rep.TooLong != 7 || rep.Pairs != 14 {
 		t.Fatalf("kept %d, report %+v; want 7 kept, 7 too long", len(exs), rep)
 	}
+	if want := []int{0, 2, 4, 6, 8, 10, 12}; !reflect.DeepEqual(rep.Index, want) {
+		t.Fatalf("kept pair indices %v, want %v", rep.Index, want)
+	}
 	if want := []int{11, 13, 15, 17, 19, 21, 23}; !reflect.DeepEqual(rep.TooLongLines, want) {
 		t.Fatalf("too-long lines %v, want %v", rep.TooLongLines, want)
 	}

@@ -109,31 +109,25 @@ func loadData(rt *bridge.Model, cfg *TrainConfig, log io.Writer) (*trainData, er
 	return d, nil
 }
 
-// encodeEval encodes evaluation pairs with enc one by one, to keep each
-// example's texts for the task metric; name is their file, for messages.
+// encodeEval encodes evaluation pairs with enc, keeping each example's
+// texts for the task metric; name is their file, for messages.
 // Examples too long for opts are left out and counted on log.
 func encodeEval(enc *dataset.Encoder, pairs []dataset.Pair, opts dataset.EncodeOptions, name string, log io.Writer) ([]evalExample, error) {
-	_, rep, err := enc.Encode(pairs, opts)
+	exs, rep, err := enc.Encode(pairs, opts)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	fmt.Fprintf(log, "evaluation set: %s\n", rep)
-	var out []evalExample
-	for _, p := range pairs {
-		ex, _, err := enc.Encode([]dataset.Pair{p}, opts)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		if len(ex) == 0 {
-			continue // too long, counted in the report
-		}
+	out := make([]evalExample, len(exs))
+	for i, ex := range exs {
+		p := pairs[rep.Index[i]]
 		var instr string
 		for _, m := range p.Messages {
 			if m.Role == "user" {
 				instr = m.Content
 			}
 		}
-		out = append(out, evalExample{Example: Example(ex[0]), instruction: instr, response: p.Response})
+		out[i] = evalExample{Example: Example(ex), instruction: instr, response: p.Response}
 	}
 	return out, nil
 }
