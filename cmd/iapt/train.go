@@ -75,7 +75,8 @@ Defaults: 4 soft tokens per layer as in the paper. The paper's learning rate,
 a bottleneck of 64, 1e-3 to 3e-3 works well in a few hundred steps (the
 README's adapters: 3e-3). When the response is a single label token
 (sentiment), each example carries one token of weak evidence: the README's
-sentiment adapter needed 16000 reviews in batches of 32 to leave chance.`,
+sentiment adapter needed one pass over 16000 reviews in batches of 32 (500
+steps) to reach 62%.`,
 		Example: `  iapt train --model models/stories15M-q8_0.gguf --train data/imdb/train.jsonl --eval data/imdb/eval.jsonl \
       --task sentiment --steps 300 --out adapters/imdb.iapt.gguf
   iapt train ... --resume adapters/imdb.iapt.run/checkpoint     # the same options, continued`,
