@@ -46,6 +46,7 @@ type trajectory struct {
 	EvalEvery    int         `json:"eval_every"`
 	EvalExamples int         `json:"eval_examples"`
 	Patience     int         `json:"patience"`
+	Init         string      `json:"init,omitempty"` // SHA-256 of the initial adapter file
 }
 
 // diff lists the fields (by JSON name) in which t and u differ, with both

@@ -100,6 +100,11 @@ type TrainConfig struct {
 	// Resume is a checkpoint folder to continue from; the run's data and
 	// hyperparameters must be those of the checkpoint.
 	Resume string
+	// Init is an adapter file to start from instead of a new adapter (for
+	// example one trained on other data); its shape must be the one
+	// SoftTokens, Bottleneck and Share give for the base model. The run
+	// trains it with its own schedule and optimizer state from step 0.
+	Init string
 	// Threads is the number of CPU threads of the runtime evaluation.
 	Threads int
 
@@ -218,7 +223,7 @@ func Train(ctx context.Context, cfg TrainConfig) (*Result, error) {
 		}
 	}
 	ac := base.cfg.AdapterConfig(cfg.SoftTokens, cfg.Bottleneck, cfg.Share)
-	start, err := NewAdapter(ac, cfg.Seed)
+	start, initSHA, err := startAdapter(ac, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +235,7 @@ func Train(ctx context.Context, cfg TrainConfig) (*Result, error) {
 		BaseModel: fmt.Sprintf("%s (%d bytes)", filepath.Base(cfg.BaseModel), st.Size()), DataHash: data.hash,
 		SoftTokens: cfg.SoftTokens, Bottleneck: cfg.Bottleneck, Share: cfg.Share,
 		Steps: cfg.Steps, BatchSize: cfg.BatchSize, Accum: cfg.Accum, Seed: cfg.Seed, Optim: cfg.Optim,
-		EvalEvery: cfg.EvalEvery, EvalExamples: cfg.EvalExamples, Patience: cfg.Patience,
+		EvalEvery: cfg.EvalEvery, EvalExamples: cfg.EvalExamples, Patience: cfg.Patience, Init: initSHA,
 	}
 	ck := &checkpoint{state: trainState{Trajectory: traj}, adapter: start, opt: newAdamW(start.NumParams())}
 	if cfg.Resume != "" {
@@ -251,7 +256,7 @@ func Train(ctx context.Context, cfg TrainConfig) (*Result, error) {
 		return nil, err
 	}
 	if cfg.Resume == "" {
-		if ck.state.Inputs, err = initFromData(model, ck.adapter, data.train, cfg.BatchSize, log); err != nil {
+		if ck.state.Inputs, err = initFromData(model, ck.adapter, data.train, cfg.BatchSize, cfg.Init == "", log); err != nil {
 			return nil, err
 		}
 	}
@@ -289,10 +294,30 @@ func Train(ctx context.Context, cfg TrainConfig) (*Result, error) {
 	return res, r.finish(ctx, res)
 }
 
-// initFromData completes the initialisation of adapter a, the adapter of
-// model, with fitToData on statistics measured on the first training
-// batches, and returns them (lrScales needs them for the whole run).
-func initFromData(model *Model, a *adapterfile.Adapter, train []Example, batch int, log io.Writer) (inputStats, error) {
+// startAdapter returns the adapter a run starts from: cfg.Init's, checked
+// against the shape c and returned with its file's SHA-256, or a new one
+// drawn from cfg.Seed.
+func startAdapter(c adapterfile.Config, cfg TrainConfig) (*adapterfile.Adapter, string, error) {
+	if cfg.Init == "" {
+		a, err := NewAdapter(c, cfg.Seed)
+		return a, "", err
+	}
+	a, err := adapterfile.Read(cfg.Init)
+	if err != nil {
+		return nil, "", fmt.Errorf("train: initial adapter: %w", err)
+	}
+	if a.Config != c {
+		return nil, "", fmt.Errorf("train: initial adapter %s: shape %+v, but this run's options and base model give %+v", cfg.Init, a.Config, c)
+	}
+	sha, err := fileSHA(cfg.Init)
+	return a, sha, err
+}
+
+// initFromData measures the generator inputs of model (whose adapter is a)
+// on the first training batches and returns the statistics (lrScales needs
+// them for the whole run). With fit, it completes the initialisation of a
+// new adapter a with fitToData on them.
+func initFromData(model *Model, a *adapterfile.Adapter, train []Example, batch int, fit bool, log io.Writer) (inputStats, error) {
 	var sq []float64
 	var sum [][]float64
 	n := 0
@@ -334,6 +359,10 @@ func initFromData(model *Model, a *adapterfile.Adapter, train []Example, batch i
 		st.RMS = append(st.RMS, math.Sqrt(ms))
 		st.Std = append(st.Std, math.Sqrt(ms-meanSq/float64(len(mean))))
 		st.Mean = append(st.Mean, mean)
+	}
+	if !fit {
+		fmt.Fprintf(log, "generator inputs by layer: RMS %.3g, spread around the mean row %.3g (the initial adapter is kept as it is)\n", st.RMS, st.Std)
+		return st, nil
 	}
 	fmt.Fprintf(log, "generator inputs by layer: RMS %.3g, spread around the mean row %.3g (down projections centred and scaled by the spread, up projections scaled by the RMS; up biases start at the mean row)\n", st.RMS, st.Std)
 	if err := fitToData(a, st); err != nil {

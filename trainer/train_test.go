@@ -40,7 +40,7 @@ func TestLoopLowersLossFrozenBase(t *testing.T) {
 		[2]int{3, 6}, [2]int{8, 3}, [2]int{5, 5}, [2]int{6, 4})
 	all := mustBatch(t, 4, examples)
 	tc := TrainConfig{Steps: 40, BatchSize: 4, Accum: 2, Seed: 54, Optim: testOptim}
-	scale, err := initFromData(model, a, examples, tc.BatchSize, io.Discard)
+	scale, err := initFromData(model, a, examples, tc.BatchSize, true, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -445,6 +445,37 @@ func TestTrainedAdapterInRuntime(t *testing.T) {
 	}
 	if effect < 0.1 {
 		t.Errorf("the trained adapter changes the logits by at most %g", effect)
+	}
+	checkInitRun(t, cfg, data.train, model)
+}
+
+// checkInitRun trains on from the adapter file of run trained, which model
+// holds (train are its training examples): the first step's loss is that
+// adapter's on the first batch, and an adapter of another shape is refused
+// with an error naming its file.
+func checkInitRun(t *testing.T, trained TrainConfig, train []Example, model *Model) {
+	cfg := tinyTrainConfig(t, trained.BaseModel)
+	cfg.TrainData, cfg.EvalData, cfg.Share, cfg.Task = trained.TrainData, trained.EvalData, trained.Share, TaskNone
+	cfg.Steps, cfg.Accum, cfg.EvalEvery, cfg.Seed, cfg.Init = 1, 1, 0, 9, trained.Out
+	if _, err := Train(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := readRecords(filepath.Join(cfg.RunDir, MetricsFile))
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("init run metrics: %v, %v", recs, err)
+	}
+	first := (&loop{train: train, cfg: cfg, batches: len(train) / cfg.BatchSize, orderEpoch: -1}).batch(0)
+	want, err := model.Loss(mustBatch(t, 4, first))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("init run: first step loss %.5f, the initial adapter's %.5f", recs[0].TrainLoss, want)
+	if math.Abs(recs[0].TrainLoss-want) > 1e-4*math.Max(1, want) {
+		t.Errorf("init run: first step loss %.5f, want the initial adapter's %.5f", recs[0].TrainLoss, want)
+	}
+	cfg.Bottleneck, cfg.RunDir = cfg.Bottleneck+1, t.TempDir()
+	if _, err := Train(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), trained.Out) || !strings.Contains(err.Error(), "shape") {
+		t.Errorf("init adapter of another shape: error %v, want one naming %s and its shape", err, trained.Out)
 	}
 }
 

@@ -56,19 +56,22 @@ The run folder (--run-dir) receives metrics.jsonl (one JSON line per step),
 curve.png (loss and metric curves) and checkpoint/ (every
 --checkpoint-every steps, at the end, and on Ctrl-C or SIGTERM, which finish
 the current step first). --resume RUN/checkpoint continues exactly where the
-run stopped: run the same command with --resume added.
+run stopped: run the same command with --resume added. --init ADAPTER starts
+from a trained adapter of the same shape instead of a new one (for example to
+train it further on other data); the run has its own schedule and optimizer
+state from step 0.
 
-Initialisation from the data: before the first step, the generator inputs
-(each layer's instruction rows) are measured on a few training batches; the
-down projections are centred on the mean row and scaled to unit spread, and
-each soft token starts as the mean instruction row plus a small
-instruction-dependent part. The learning rate is relative to those scales
-(Adam in units where every layer's generator is of unit size), so one rate
-suits every layer although hidden-state sizes differ by 15x in stories15M.
-The rational activations' coefficients learn at --rational-lr times that
-rate: each acts on all pooled values of its layer at once (the high ones on
-their fifth power), and at the full rate their gradient was 7-10x that of
-any other group of values and the loss spiked.
+Initialisation from the data (of a new adapter; --init keeps its own): before
+the first step, the generator inputs (each layer's instruction rows) are
+measured on a few training batches; the down projections are centred on the
+mean row and scaled to unit spread, and each soft token starts as the mean
+instruction row plus a small instruction-dependent part. The learning rate is
+relative to those scales (Adam in units where every layer's generator is of
+unit size), so one rate suits every layer although hidden-state sizes differ
+by 15x in stories15M. The rational activations' coefficients learn at
+--rational-lr times that rate: each acts on all pooled values of its layer at
+once (the high ones on their fifth power), and at the full rate their gradient
+was 7-10x that of any other group of values and the loss spiked.
 
 Defaults: 4 soft tokens per layer as in the paper. The paper's learning rate,
 1e-4, is for LLaMA-2 7B with a bottleneck of 320; for stories15M (d=288) with
@@ -167,6 +170,7 @@ steps) to reach 62%.`,
 	f.StringVar(&cfg.RunDir, "run-dir", "", "folder for the checkpoint, metrics.jsonl and curve.png (default: --out without .gguf, plus .run)")
 	f.IntVar(&cfg.CheckpointEvery, "checkpoint-every", 50, "steps between checkpoints (0 = only at the end and on interruption)")
 	f.StringVar(&cfg.Resume, "resume", "", "checkpoint folder to continue from (RUN-DIR/checkpoint)")
+	f.StringVar(&cfg.Init, "init", "", "adapter file to start from instead of a new adapter (same shape), trained further with this run's schedule")
 	f.IntVarP(&cfg.Threads, "threads", "t", 1, "CPU threads of the runtime evaluation (1 is the safe choice on a busy 2-core machine: llama.cpp's threads spin while they wait for each other)")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (pprof) of the run to this file")
 	f.BoolVarP(&verbose, "verbose", "v", false, "show llama.cpp's log")
