@@ -360,11 +360,14 @@ func initFromData(model *Model, a *adapterfile.Adapter, train []Example, batch i
 		st.Std = append(st.Std, math.Sqrt(ms-meanSq/float64(len(mean))))
 		st.Mean = append(st.Mean, mean)
 	}
+	use := "the initial adapter is kept as it is"
+	if fit {
+		use = "down projections centred and scaled by the spread, up projections scaled by the RMS; up biases start at the mean row"
+	}
+	fmt.Fprintf(log, "generator inputs by layer: RMS %.3g, spread around the mean row %.3g (%s)\n", st.RMS, st.Std, use)
 	if !fit {
-		fmt.Fprintf(log, "generator inputs by layer: RMS %.3g, spread around the mean row %.3g (the initial adapter is kept as it is)\n", st.RMS, st.Std)
 		return st, nil
 	}
-	fmt.Fprintf(log, "generator inputs by layer: RMS %.3g, spread around the mean row %.3g (down projections centred and scaled by the spread, up projections scaled by the RMS; up biases start at the mean row)\n", st.RMS, st.Std)
 	if err := fitToData(a, st); err != nil {
 		return inputStats{}, err
 	}
