@@ -166,9 +166,6 @@ train-imdb: $(DATA)/imdb/train.jsonl | $(BIN) $(MODEL_Q8)
 	  --eval-every 100 --eval-examples 1000 --metric-examples 200 --final-examples 1000 \
 	  --checkpoint-every 100 --out $(IMDB_ADAPTER) $(call resume-flag,$(IMDB_ADAPTER))
 
-# The README's run evaluated every 50 steps on 200 examples and so wrote
-# step 250's adapter; evaluating only at the end writes the last step's, the
-# README's table row (the training itself does not depend on evaluations).
 train-imdb-2pass: $(DATA)/imdb/train.jsonl | $(BIN) $(MODEL_Q8)
 	$(need-imdb-adapter)
 	$(BIN) train --model $(MODEL_Q8) --train $(DATA)/imdb/train.jsonl --eval $(DATA)/imdb/eval.jsonl \
@@ -176,6 +173,9 @@ train-imdb-2pass: $(DATA)/imdb/train.jsonl | $(BIN) $(MODEL_Q8)
 	  --eval-every 250 --eval-examples 1000 --metric-examples 200 --final-examples 1000 \
 	  --checkpoint-every 50 --out $(IMDB_2PASS_ADAPTER) $(call resume-flag,$(IMDB_2PASS_ADAPTER))
 
+# The README's run evaluated every 50 steps on 200 examples and so wrote
+# step 250's adapter; evaluating only at the end writes the last step's, the
+# README's table row (the training itself does not depend on evaluations).
 train-imdb-long: $(DATA)/imdb-long/train.jsonl | $(BIN) $(MODEL_Q8)
 	$(need-imdb-adapter)
 	$(BIN) train --model $(MODEL_Q8) --train $(DATA)/imdb-long/train.jsonl --eval $(DATA)/imdb-long/eval.jsonl \
